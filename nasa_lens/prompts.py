@@ -1,0 +1,358 @@
+"""Prompts: examples + a :class:`PromptFormat` -> a left-padded :class:`PromptBatch` with positions.
+
+One binary-decision prompt is a question plus an instruction that names the two candidates, by default
+``"{question}\\nAnswer with Yes or No."``, wrapped in the model's chat template with the generation prompt
+(plain ``"...\\nAnswer:"`` text when the tokenizer has no chat template). For every row the batch records
+
+* ``pos_yes`` / ``pos_no``: the token positions of the two candidates *inside the instruction*
+  (for SmolLM2 the tokens `` Yes`` / `` No`` with a leading space);
+* ``pos_answer``: the last prompt position, where the decision is read from the two *answer tokens*
+  (``Yes`` / ``No`` as they start the assistant turn: other ids than the instruction's tokens).
+
+Every later stage reads positions from here and nowhere else. Batches are left-padded, so the last prompt
+token is the last column for every row; candidate positions are per row.
+"""
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from nasa_lens.datasets import Example
+    from nasa_lens.models import LoadedModel
+
+__all__ = ["PromptError", "PromptFormat", "PromptBatch", "build_batch", "iter_batches", "render_prompt"]
+
+
+class PromptError(ValueError):
+    """A template or example cannot make a valid binary-decision prompt; the message says why."""
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a question becomes a prompt.
+
+    Attributes:
+        positive: the candidate that means "yes" (``"Yes"``, ``"True"``...).
+        negative: the candidate that means "no".
+        negative_first: name the negative candidate first in the instruction ("No or Yes").
+        template: the user message; ``{question}`` is the question (with its context before it, if
+            any), ``{first}`` / ``{second}`` the candidates in instruction order. A template without
+            ``{first}`` / ``{second}`` must contain both candidate words literally (the last occurrence
+            of each is used), which lets a raw prompt carry its own instruction: ``template="{question}"``.
+        chat: use the tokenizer's chat template (``None``: when it has one).
+        system: a system message for the chat template (``None``: the template's default).
+        plain_suffix: appended after the user message when there is no chat template.
+    """
+
+    positive: str = "Yes"
+    negative: str = "No"
+    negative_first: bool = False
+    template: str = "{question}\nAnswer with {first} or {second}."
+    chat: bool | None = None
+    system: str | None = None
+    plain_suffix: str = "\nAnswer:"
+
+    def __post_init__(self) -> None:
+        if not self.positive.strip() or not self.negative.strip():
+            raise PromptError("candidates must be non-empty words")
+        if self.positive.strip() == self.negative.strip():
+            raise PromptError(f"the two candidates must differ, got {self.positive!r} twice")
+        fields = {f for _, f, _, _ in string.Formatter().parse(self.template) if f is not None}
+        if "question" not in fields:
+            raise PromptError(f"template {self.template!r} has no {{question}} field")
+        unknown = fields - {"question", "first", "second"}
+        if unknown:
+            raise PromptError(f"template {self.template!r} has unknown fields {sorted(unknown)}")
+        if ("first" in fields) != ("second" in fields):
+            raise PromptError(f"template {self.template!r} must name both {{first}} and {{second}}, or neither")
+        if "first" not in fields:
+            for word in (self.positive, self.negative):
+                if not _word_re(word).search(self.template):
+                    raise PromptError(
+                        f"template {self.template!r} lacks the candidate {word!r}: add {{first}} and {{second}} "
+                        "fields or write both candidate words in it"
+                    )
+
+    @property
+    def first(self) -> str:
+        return self.negative if self.negative_first else self.positive
+
+    @property
+    def second(self) -> str:
+        return self.positive if self.negative_first else self.negative
+
+    @property
+    def label(self) -> str:
+        """A short name: ``"Yes/No"``, ``"No/Yes"``, ``"True/False"``."""
+        return f"{self.first}/{self.second}"
+
+    def swapped(self) -> PromptFormat:
+        """The same format with the candidate order reversed ("No or Yes")."""
+        return replace(self, negative_first=not self.negative_first)
+
+    def with_candidates(self, positive: str, negative: str) -> PromptFormat:
+        return replace(self, positive=positive, negative=negative)
+
+    @classmethod
+    def named(cls, name: str) -> PromptFormat:
+        """Presets: ``"yes-no"`` (default), ``"no-yes"``, ``"true-false"``, ``"false-true"``."""
+        presets = {
+            "yes-no": cls(),
+            "no-yes": cls(negative_first=True),
+            "true-false": cls(positive="True", negative="False"),
+            "false-true": cls(positive="True", negative="False", negative_first=True),
+        }
+        if name not in presets:
+            raise PromptError(f"unknown prompt format {name!r}; known: {sorted(presets)}")
+        return presets[name]
+
+
+@dataclass
+class PromptBatch:
+    """A tokenized, left-padded batch with per-row positions.
+
+    ``labels`` is 1 for gold "yes", 0 for gold "no", -1 when unknown.
+    """
+
+    input_ids: Int[Tensor, "example pos"]
+    attention_mask: Int[Tensor, "example pos"]
+    pos_yes: Int[Tensor, " example"]
+    pos_no: Int[Tensor, " example"]
+    pos_answer: Int[Tensor, " example"]
+    answer_yes_id: int
+    answer_no_id: int
+    labels: Int[Tensor, " example"]
+    ids: list[str]
+    texts: list[str] = field(repr=False)
+    format: PromptFormat = field(default_factory=PromptFormat)
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.input_ids.shape[1])
+
+    @property
+    def pos_candidate_last(self) -> Int[Tensor, " example"]:
+        """The later of the two candidate positions (NAS ``positions="after"`` starts after it)."""
+        return torch.maximum(self.pos_yes, self.pos_no)
+
+    def to(self, device: torch.device | str) -> PromptBatch:
+        return replace(
+            self,
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            pos_yes=self.pos_yes.to(device),
+            pos_no=self.pos_no.to(device),
+            pos_answer=self.pos_answer.to(device),
+            labels=self.labels.to(device),
+        )
+
+    def select(self, rows: Sequence[int] | Tensor) -> PromptBatch:
+        """A sub-batch of the given rows (padding columns are kept)."""
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        ids = [self.ids[i] for i in idx.tolist()]
+        texts = [self.texts[i] for i in idx.tolist()]
+        return replace(
+            self,
+            input_ids=self.input_ids[idx],
+            attention_mask=self.attention_mask[idx],
+            pos_yes=self.pos_yes[idx],
+            pos_no=self.pos_no[idx],
+            pos_answer=self.pos_answer[idx],
+            labels=self.labels[idx],
+            ids=ids,
+            texts=texts,
+        )
+
+    def forward_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``bridge(input_ids, **kwargs)``."""
+        return {"attention_mask": self.attention_mask}
+
+
+def _word_re(word: str) -> re.Pattern[str]:
+    return re.compile(r"(?<!\w)" + re.escape(word.strip()) + r"(?!\w)")
+
+
+def _user_message(question: str, fmt: PromptFormat) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    """Render the user message; return it with the char spans of the positive and negative candidate."""
+    out: list[str] = []
+    spans: dict[str, tuple[int, int]] = {}
+    for literal, fname, _spec, _conv in string.Formatter().parse(fmt.template):
+        out.append(literal)
+        if fname is None:
+            continue
+        value = {"question": question, "first": fmt.first, "second": fmt.second}[fname]
+        start = sum(len(s) for s in out)
+        out.append(value)
+        if fname in ("first", "second"):
+            spans[fname] = (start, start + len(value))
+    text = "".join(out)
+    if spans:
+        pos_span = spans["second"] if fmt.negative_first else spans["first"]
+        neg_span = spans["first"] if fmt.negative_first else spans["second"]
+        return text, pos_span, neg_span
+    found = []
+    for word in (fmt.positive, fmt.negative):
+        matches = list(_word_re(word).finditer(text))
+        if not matches:
+            raise PromptError(f"the prompt does not contain the candidate {word!r}: {text[-120:]!r}")
+        found.append(matches[-1].span())
+    return text, found[0], found[1]
+
+
+def _use_chat(model: LoadedModel, fmt: PromptFormat) -> bool:
+    if fmt.chat is None:
+        return model.chat
+    if fmt.chat and not model.chat:
+        raise PromptError(f"model {model.name!r} has no chat template, but the format asks for chat=True")
+    return fmt.chat
+
+
+def render_prompt(model: LoadedModel, example: Example | str, fmt: PromptFormat | None = None) -> str:
+    """The full prompt text for one example (chat template applied)."""
+    fmt = fmt or PromptFormat()
+    return _render(model, example, fmt)[0]
+
+
+def _question_text(example: Example | str) -> str:
+    if isinstance(example, str):
+        return example
+    if getattr(example, "context", None):
+        return f"{example.context}\n\n{example.question}"
+    return example.question
+
+
+def _render(model: LoadedModel, example: Example | str, fmt: PromptFormat) -> tuple[str, tuple[int, int], tuple[int, int]]:
+    user, pos_span, neg_span = _user_message(_question_text(example), fmt)
+    if _use_chat(model, fmt):
+        messages = ([{"role": "system", "content": fmt.system}] if fmt.system else []) + [
+            {"role": "user", "content": user}
+        ]
+        text = model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        text = user + fmt.plain_suffix
+    offset = text.rfind(user)
+    if offset < 0:
+        raise PromptError("the chat template changed the user message; cannot locate the candidates")
+    return text, (pos_span[0] + offset, pos_span[1] + offset), (neg_span[0] + offset, neg_span[1] + offset)
+
+
+def _token_at(offsets: list[tuple[int, int]], span: tuple[int, int], word: str, ids: list[int], tok: Any) -> int:
+    """The index of the single token that covers the char span of a candidate word."""
+    start, end = span
+    covering = [i for i, (s, e) in enumerate(offsets) if e > start and s < end and e > s]
+    if len(covering) != 1:
+        pieces = [tok.decode([ids[i]]) for i in covering]
+        raise PromptError(f"candidate {word!r} is not one token in the instruction: it is split into {pieces}")
+    i = covering[0]
+    if tok.decode([ids[i]]).strip() != word.strip():
+        raise PromptError(
+            f"candidate {word!r} is not one token in the instruction: its token is {tok.decode([ids[i]])!r}"
+        )
+    return i
+
+
+def answer_token_ids(model: LoadedModel, fmt: PromptFormat | None = None) -> tuple[int, int]:
+    """The token ids of the positive and negative answers as they start the model's reply.
+
+    With a chat template the reply starts a fresh line (``"Yes"``, no space); with plain prompts it follows
+    ``"Answer:"`` (``" Yes"``). Each must be a single token.
+    """
+    fmt = fmt or PromptFormat()
+    prefix = "" if _use_chat(model, fmt) else " "
+    out = []
+    for word in (fmt.positive, fmt.negative):
+        ids = model.tokenizer(prefix + word.strip(), add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise PromptError(f"answer {prefix + word.strip()!r} is not one token for {model.name!r}: {ids}")
+        out.append(int(ids[0]))
+    return out[0], out[1]
+
+
+def build_batch(model: LoadedModel, examples: Sequence[Example | str], fmt: PromptFormat | None = None) -> PromptBatch:
+    """Tokenize ``examples`` into one left-padded batch with candidate and answer positions per row."""
+    fmt = fmt or PromptFormat()
+    if len(examples) == 0:
+        raise PromptError("cannot build a batch from zero examples")
+    tok = model.tokenizer
+    chat = _use_chat(model, fmt)
+    yes_id, no_id = answer_token_ids(model, fmt)
+    rows: list[list[int]] = []
+    pos_yes: list[int] = []
+    pos_no: list[int] = []
+    texts: list[str] = []
+    for k, ex in enumerate(examples):
+        ex_id = getattr(ex, "id", str(k))
+        try:
+            text, pspan, nspan = _render(model, ex, fmt)
+            enc = tok(text, add_special_tokens=not chat, return_offsets_mapping=True)
+            ids = list(enc["input_ids"])
+            offsets = [tuple(o) for o in enc["offset_mapping"]]
+            py = _token_at(offsets, pspan, fmt.positive, ids, tok)
+            pn = _token_at(offsets, nspan, fmt.negative, ids, tok)
+        except PromptError as exc:
+            raise PromptError(f"example {ex_id!r}: {exc}") from None
+        rows.append(ids)
+        pos_yes.append(py)
+        pos_no.append(pn)
+        texts.append(text)
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    shift = []
+    for i, r in enumerate(rows):
+        s = width - len(r)
+        input_ids[i, s:] = torch.tensor(r, dtype=torch.long)
+        mask[i, s:] = 1
+        shift.append(s)
+    shift_t = torch.tensor(shift, dtype=torch.long)
+    labels = torch.tensor([_label_int(ex) for ex in examples], dtype=torch.long)
+    return PromptBatch(
+        input_ids=input_ids,
+        attention_mask=mask,
+        pos_yes=torch.tensor(pos_yes, dtype=torch.long) + shift_t,
+        pos_no=torch.tensor(pos_no, dtype=torch.long) + shift_t,
+        pos_answer=torch.full((len(rows),), width - 1, dtype=torch.long),
+        answer_yes_id=yes_id,
+        answer_no_id=no_id,
+        labels=labels,
+        ids=[str(getattr(ex, "id", k)) for k, ex in enumerate(examples)],
+        texts=texts,
+        format=fmt,
+    ).to(model.device)
+
+
+def _label_int(ex: Any) -> int:
+    label = getattr(ex, "label", None)
+    return 1 if label == "yes" else 0 if label == "no" else -1
+
+
+def iter_batches(
+    model: LoadedModel,
+    examples: Sequence[Example | str],
+    fmt: PromptFormat | None = None,
+    batch_size: int = 16,
+    *,
+    sort_by_length: bool = True,
+) -> Iterator[tuple[list[int], PromptBatch]]:
+    """Yield ``(row indices into examples, batch)``; with ``sort_by_length`` rows of similar length go
+    together so padding stays small (callers scatter results back with the indices)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    order = list(range(len(examples)))
+    if sort_by_length:
+        order.sort(key=lambda i: len(_question_text(examples[i])))
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        yield idx, build_batch(model, [examples[i] for i in idx], fmt)
