@@ -92,3 +92,20 @@ def test_unlabelled_examples_cannot_be_evaluated(tiny):
         from tests.conftest import Ex
 
         evaluate(tiny, [Ex("Is it?", "maybe", "u0")], n_boot=10, progress=False)
+
+
+def test_atomic_writes_leave_the_old_file_on_error_and_follow_the_umask(tmp_path):
+    import os
+
+    from nasa_lens.io import atomic_path, write_text
+
+    target = write_text(tmp_path / "a.txt", "old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (target.stat().st_mode & 0o777) == (0o666 & ~umask)
