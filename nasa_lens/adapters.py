@@ -439,7 +439,9 @@ def save_adapter(
             raise AdapterError("cannot hash the base weights while an adapter is merged; remove() it or pass base_weights_hash")
         base_weights_hash = weights_hash(model)
     with atomic_path(tensor_file) as tmp:
-        save_file(adapter.to_tensors(), str(tmp), metadata={"format": ADAPTER_FORMAT, "version": str(ADAPTER_VERSION)})
+        # One metadata key only: safetensors serialises its metadata map in hash order, so two keys make the
+        # file bytes differ from run to run for the same adapter.
+        save_file(adapter.to_tensors(), str(tmp), metadata={"format": f"{ADAPTER_FORMAT}/{ADAPTER_VERSION}"})
     meta = {
         **adapter.metadata(),
         "base_model": model.name,
