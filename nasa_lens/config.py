@@ -339,7 +339,7 @@ QUICK: dict[str, Any] = {
     "nas": {"top_k": 5},
     "conditions": {"formats": ["yes-no", "no-yes"], "datasets": [], "limit": 8, "top_k": 5},
     "ablation": {"ks": [2], "n_random": 1, "limit": 8},
-    "finetune": {"heads": "top:2", "nasa": {"steps": 4, "eval_every": 4}},
+    "finetune": {"heads": "top:2", "nasa": {"steps": 2, "eval_every": 2}},
 }
 """What ``--quick`` changes: tiny samples, fewer conditions, a few fine-tune steps (see ``configs/quick.toml``)."""
 

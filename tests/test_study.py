@@ -55,7 +55,7 @@ def test_quick_toml_is_the_quick_config() -> None:
     quick = load_config(REPO / "configs" / "quick.toml")
     assert quick == StudyConfig.quick() == load_config(quick=True)
     assert quick.data.train_limit == QUICK["data"]["train_limit"] == 16
-    assert quick.finetune.nasa == {"steps": 4, "eval_every": 4}
+    assert quick.finetune.nasa == {"steps": 2, "eval_every": 2}
 
 
 def test_to_toml_round_trips(tmp_path: Path) -> None:
@@ -133,7 +133,7 @@ def test_overrides_parse_and_apply() -> None:
     assert parse_override("data.dataset=prime") == {"data": {"dataset": "prime"}}
     assert parse_override("finetune.nasa.lr=0.01") == {"finetune": {"nasa": {"lr": 0.01}}}
     cfg = load_config(quick=True, overrides={"nas": {"limit": 4}, "finetune": {"nasa": {"lr": 0.01}}})
-    assert cfg.nas.limit == 4 and cfg.finetune.nasa == {"steps": 4, "eval_every": 4, "lr": 0.01}
+    assert cfg.nas.limit == 4 and cfg.finetune.nasa == {"steps": 2, "eval_every": 2, "lr": 0.01}
     with pytest.raises(ConfigError, match="expected KEY=VALUE"):
         parse_override("nas.limit")
 
