@@ -31,6 +31,9 @@ _EXPORTS = {
     "bias_metrics": "nasa_lens.evaluate",
     "scan_nas": "nasa_lens.nas",
     "NASResult": "nasa_lens.nas",
+    "run_study": "nasa_lens.study",
+    "StudyConfig": "nasa_lens.config",
+    "load_config": "nasa_lens.config",
 }
 
 __all__ = sorted(_EXPORTS)
