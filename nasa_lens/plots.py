@@ -24,7 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from nasa_lens.heads import Head, format_head
-from nasa_lens.io import atomic_path
+from nasa_lens.io import atomic_path, write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.nas import NASResult
@@ -258,8 +258,13 @@ def save_figure(
     scale: float = 2.0,
     include_plotlyjs: bool | str = True,
 ) -> list[Path]:
-    """Write ``path.html`` (always, self-contained, atomically) and ``path.png`` when ``png`` and a Chromium
-    is found (see :func:`find_browser`); returns the paths written.
+    """Write ``path.html`` (always, atomically) and ``path.png`` when ``png`` and a Chromium is found (see
+    :func:`find_browser`); returns the paths written.
+
+    ``include_plotlyjs`` as in plotly's ``write_html``: ``True`` embeds plotly.js (a self-contained ~3.5 MB
+    file), ``"directory"`` writes one shared ``plotly.min.js`` beside the HTML (atomically, once; the HTML
+    stays viewable offline and weighs kilobytes: what the study uses for its folder of figures), ``"cdn"``
+    loads it from the web.
 
     The PNG is rendered by kaleido in a child process killed after ``timeout`` seconds, so a broken browser
     never hangs the caller; without a browser, or on failure, one log line says so and only the HTML is kept.
@@ -269,6 +274,12 @@ def save_figure(
         base = base.with_suffix("")
     base.parent.mkdir(parents=True, exist_ok=True)
     html = base.with_name(base.name + ".html")
+    if include_plotlyjs == "directory":
+        bundle = base.parent / "plotly.min.js"
+        if not bundle.is_file():  # written here, atomically, so that concurrent writers never see half a file
+            from plotly.offline import get_plotlyjs
+
+            write_text(bundle, get_plotlyjs())
     with atomic_path(html) as tmp:
         fig.write_html(tmp, include_plotlyjs=include_plotlyjs)
     written = [html]

@@ -803,7 +803,7 @@ def build_report(cfg: StudyConfig, ctx: StageContext) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        list(pool.map(lambda item: plots.save_figure(item[0], figdir / item[1], png=cfg.report.png), pending))
+        list(pool.map(lambda item: plots.save_figure(item[0], figdir / item[1], png=cfg.report.png, include_plotlyjs="directory"), pending))
     _write_csv(tables / "bias_metrics.csv", bias)
     for name, parts in frames.items():
         if parts:

@@ -100,6 +100,20 @@ def test_save_figure_html_and_png_skipped_without_browser(result, tmp_path, monk
     assert save_figure(go.Figure(), tmp_path / "plain.html", png=False) == [tmp_path / "plain.html"]
 
 
+def test_save_figure_directory_mode_shares_one_plotly_bundle(result, tmp_path):
+    from plotly.offline import get_plotlyjs
+
+    a = save_figure(nas_heatmap(result), tmp_path / "a", png=False, include_plotlyjs="directory")[0]
+    b = save_figure(go.Figure(), tmp_path / "b", png=False, include_plotlyjs="directory")[0]
+    bundle = tmp_path / "plotly.min.js"
+    assert bundle.read_text(encoding="utf-8") == get_plotlyjs()  # complete, written once
+    for html in (a, b):
+        text = html.read_text()
+        assert '<script src="plotly.min.js"' in text or "src=\"plotly.min.js\"" in text
+        assert len(text) < len(get_plotlyjs()) / 10  # the bundle is not embedded
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.html", "b.html", "plotly.min.js"]
+
+
 def test_find_browser_prefers_browser_path(tmp_path, monkeypatch):
     fake = tmp_path / "my-chrome"
     fake.write_text("#!/bin/sh\n")
