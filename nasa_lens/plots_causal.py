@@ -50,7 +50,7 @@ def ablation_curve_figure(
                 continue
             ks = s["k"].tolist()
             color = _COLORS[cond]
-            fig.add_trace(go.Scatter(x=ks + ks[::-1], y=list(s[hi]) + list(s[lo])[::-1], fill="toself", fillcolor=_rgba(color, 0.15),
+            fig.add_trace(go.Scatter(x=ks + ks[::-1], y=list(s[hi]) + list(s[lo])[::-1], mode="lines", fill="toself", fillcolor=_rgba(color, 0.15),
                                      line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=cond), row=1, col=c)
             fig.add_trace(go.Scatter(x=ks, y=s[col_v], mode="lines+markers", name=_NAMES[cond], line={"color": color},
                                      legendgroup=cond, showlegend=c == 1,

@@ -146,6 +146,10 @@ def test_curve_mean_mode_and_figure(model, examples):
     assert res.config["mode"] == "mean"
     fig = ablation_curve_figure(res)
     assert len(fig.data) > 0 and "mean" in fig.layout.title.text
+    top = next(t for t in fig.data if t.name == "top-k NAS heads")
+    assert list(top.x) == [1] and top.y[0] == pytest.approx(res.summary_table("yes_rate")["top_delta"][0])
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert bands and all(t.mode == "lines" for t in bands)  # no stray coloured markers on the band outlines
 
 
 def test_curve_config_errors(model, examples):
