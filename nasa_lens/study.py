@@ -700,7 +700,7 @@ def _publish(cfg: StudyConfig, out: Path, figs: Path, done: dict[str, StageOutpu
         _copy(csv, out / csv.name)
     written = []
     for fig in sorted((report / "figures").glob("*")):
-        if fig.suffix in (".html", ".png"):
+        if fig.suffix in (".html", ".png") or fig.name == "plotly.min.js":  # the HTML figures share that bundle
             written.append(_copy(fig, figs / fig.name))
     return written
 

@@ -400,6 +400,8 @@ def test_real_study_writes_every_output(tiny_study) -> None:
     for stem in ("nas_heatmap_tiny-random", "nas_top_heads_tiny-random", "conditions_heatmaps_tiny-random", "ablation_tiny-random",
                  "training_curve_tiny-random", "before_after_tiny-random", "models_bias_metrics"):
         assert f"{stem}.html" in figures
+        assert 'src="plotly.min.js"' in (result.figures_dir / f"{stem}.html").read_text()
+    assert "plotly.min.js" in figures  # the one bundle the HTML figures load, beside them: viewable offline
     assert not any(name.endswith(".png") for name in figures)  # report.png = false
     assert [p.name for p in (out / "stages").iterdir() if p.name.startswith(".")] == []  # no temp folders, no checkpoints
 
