@@ -197,11 +197,11 @@ class AblationConfig:
         limit: test examples used (at most ``data.test_limit``; 0: all of them).
     """
 
-    ks: list[int] = field(default_factory=lambda: [1, 3, 8])
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
     mode: str = "mean"
-    n_random: int = 2
+    n_random: int = 3
     n_perm: int = 1000
-    limit: int = 32
+    limit: int = 0
 
     def __post_init__(self) -> None:
         _check(len(self.ks) >= 1, "ablation.ks", "must list at least one head count")
