@@ -870,7 +870,7 @@ def _ablation_sentence(model: str, ab: dict[str, Any]) -> str:
     significant = [r for r in more if finite(r["p_top_vs_random"]) and r["p_top_vs_random"] < 0.05]
     if more:
         direction = (f"raises the yes-rate more than ablating as many random heads at {len(more)} of {len(rows)} head counts"
-                     f" (significantly, permutation p < 0.05, at {len(significant)})")
+                     f" ({'significantly (permutation p < 0.05) at ' + str(len(significant)) + ' of them' if significant else 'at none of them significantly: every permutation p >= 0.05'})")
     else:
         direction = "does not raise the yes-rate more than ablating as many random heads at any head count"
     best = max(rows, key=lambda r: (r["yes_rate_top_delta"] - r["yes_rate_random_mean_delta"])
