@@ -9,6 +9,9 @@
 Writes ``OUT/ranking/`` (the scan), ``OUT/curve_<mode>/`` (curve.csv, ablation.csv, per-example outputs) and
 ``FIGURES/ablation_curve_strategyqa<n>_<mode>.{html,png}``, and prints the summary tables.
 
+With ``--sweep DIR`` (default ``results/effect_sweep``, written by ``benchmarks/effect_sweep.py --out``) it also
+draws the exact-vs-attribution scatter, the exact effect heatmap and NAS (this ranking) vs effect.
+
 Run: ``python experiments/causal_strategyqa.py [--n 200] [--modes zero mean] [--seeds 3]``
 (about 15 minutes per mode for SmolLM2 on 2 idle CPU cores at n=200).
 """
@@ -33,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="results/causal_strategyqa")
     ap.add_argument("--figures", default="figures")
+    ap.add_argument("--sweep", default="results/effect_sweep",
+                    help="a folder saved by `benchmarks/effect_sweep.py --out`: also draw exact vs attribution and NAS vs effect")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
@@ -74,6 +79,21 @@ def main(argv: list[str] | None = None) -> int:
         for metric in ("yes_rate", "recall", "pr_gap", "accuracy", "mean_logit_diff"):
             print(f"-- {metric}")
             print(result.summary_table(metric).to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
+    sweep_dir = Path(args.sweep)
+    if (sweep_dir / "effects_exact.json").is_file() and (sweep_dir / "effects_attribution.json").is_file():
+        from nasa_lens.plots_causal import effect_heatmap, nas_effect_scatter, sweep_scatter
+
+        exact = causal.EffectSweepResult.load(sweep_dir, "effects_exact")
+        attr = causal.EffectSweepResult.load(sweep_dir, "effects_attribution")
+        stats = causal.sweep_correlation(exact, attr)
+        nas_stats = causal.rank_correlation(ranking.ravel(), exact.effects.ravel())
+        fig_dir = Path(args.figures)
+        save_figure(sweep_scatter(exact, attr, stats), fig_dir / f"effect_sweep_exact_vs_attribution_n{exact.n}", include_plotlyjs="directory")
+        save_figure(effect_heatmap(exact), fig_dir / f"effect_sweep_exact_n{exact.n}", include_plotlyjs="directory")
+        save_figure(nas_effect_scatter(causal.nas_effect_table(ranking, exact), nas_stats),
+                    fig_dir / f"nas_vs_effect_n{exact.n}", include_plotlyjs="directory")
+        print(f"\n== effect sweep ({sweep_dir}, n={exact.n}): exact vs attribution Spearman {stats['spearman']:+.3f}; "
+              f"NAS vs exact effect Spearman {nas_stats['spearman']:+.3f} (p={nas_stats['spearman_p']:.2g})")
     return 0
 
 
