@@ -17,7 +17,6 @@ Run: ``python experiments/nasa_comparison.py [--steps 150] [--heads top:8] [--la
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -55,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from nasa_lens.datasets import load_dataset
+    from nasa_lens.datasets import load_dataset, load_datasets
     from nasa_lens.io import atomic_path
     from nasa_lens.models import load_model
     from nasa_lens.nas import scan_nas
@@ -64,10 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     from nasa_lens.plots_nasa import method_comparison, nas_change_heatmap, training_curves
 
     model = load_model(args.model)
-    examples = []
-    for name in args.train:
-        ds = load_dataset(name, split="train", limit=args.n_train, seed=0)
-        examples += [dataclasses.replace(e, id=f"{name}:{e.id}") for e in ds]
+    examples = load_datasets(args.train, split="train", limit=args.n_train, seed=0)  # ids prefixed "name:"
     train, val = holdout_split(examples, 0.2, seed=0)
     val = val[: args.n_val]
     eval_sets = {f"{name}-test": list(load_dataset(name, split="test", limit=args.n_test, seed=0)) for name in args.train}

@@ -617,3 +617,17 @@ def test_real_boolq() -> None:
     assert all(ex.context and len(ex.context) > 20 for ex in ds)
     assert all(ex.question[0].isupper() and ex.question.endswith("?") for ex in ds)
     assert len(load_dataset("boolq", split="test", limit=100)) == 100
+
+
+def test_load_datasets_mixes_and_prefixes_ids_only_when_several():
+    from nasa_lens.datasets import load_datasets
+
+    one = load_datasets(["arithmetic"], split="train", limit=6, seed=1)
+    assert [e.id for e in one] == [e.id for e in load_dataset("arithmetic", split="train", limit=6, seed=1)]
+    mixed = load_datasets(["arithmetic", "prime"], split="train", limit=6, seed=1)
+    assert len(mixed) == 12 and len({e.id for e in mixed}) == 12
+    assert [e.id for e in mixed[:6]] == [f"arithmetic:{e.id}" for e in one]
+    assert all(e.id.startswith("prime:") for e in mixed[6:])
+    assert [e.question for e in mixed[:6]] == [e.question for e in one]
+    with pytest.raises(DatasetError, match="no dataset named"):
+        load_datasets([])

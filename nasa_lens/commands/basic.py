@@ -4,7 +4,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nasa_lens.commands.common import add_data_args, add_model_args, load_data_from_args, load_model_from_args
+from nasa_lens.commands.common import (
+    add_adapter_arg,
+    add_data_args,
+    add_model_args,
+    apply_adapter_from_args,
+    load_data_from_args,
+    load_model_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="bias metrics of a model on a yes/no dataset")
     add_model_args(p)
     add_data_args(p)
-    p.add_argument("--adapter", default=None, help="a NASA adapter (.safetensors) to apply first")
+    add_adapter_arg(p)
     p.add_argument("--out", required=True, help="folder for metrics.json and predictions.csv")
     p.set_defaults(func=_eval)
 
@@ -52,13 +59,6 @@ def _data_pull(args) -> int:
     for name in args.names:
         print(f"{name}: {pull_dataset(name, force=args.force)}")
     return 0
-
-
-def apply_adapter_from_args(model, args) -> None:
-    if getattr(args, "adapter", None):
-        from nasa_lens.nasa import load_adapter
-
-        load_adapter(model, args.adapter)
 
 
 def _eval(args) -> int:

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nasa_lens.commands.common import add_data_args, add_model_args, load_data_from_args, load_model_from_args
+from nasa_lens.commands.common import (
+    add_adapter_arg,
+    add_data_args,
+    add_model_args,
+    apply_adapter_from_args,
+    load_data_from_args,
+    load_model_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what the head output is replaced by (mean/resample: over the same data)")
     p.add_argument("--nas", default=None,
                    help="a scan folder (or its nas.csv) whose ranking top:K / bottom:K use; default: scan the data first")
-    p.add_argument("--adapter", default=None, help="a NASA adapter (.safetensors) to apply first")
+    add_adapter_arg(p)
     p.add_argument("--out", required=True, help="folder for metrics.json and predictions.csv")
     p.set_defaults(func=_ablate)
 
@@ -30,17 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "of one generator with the same token length and opposite gold labels")
     p.add_argument("--what", choices=["z", "pattern"], default="z", help="patch the head output (z) or its attention pattern")
     p.add_argument("--max-pairs", type=int, default=None, help="use at most N pairs")
-    p.add_argument("--adapter", default=None, help="a NASA adapter (.safetensors) to apply first")
+    add_adapter_arg(p)
     p.add_argument("--no-png", action="store_true", help="write the heatmap as HTML only")
     p.add_argument("--out", required=True, help="folder for patching.csv and patching_heatmap.html/.png")
     p.set_defaults(func=_patch)
-
-
-def _apply_adapter(model, args) -> None:
-    if getattr(args, "adapter", None):
-        from nasa_lens.nasa import load_adapter
-
-        load_adapter(model, args.adapter)
 
 
 def _needs_ranking(spec: str) -> bool:
@@ -52,7 +52,7 @@ def _ablate(args) -> int:
 
     cfg = causal.AblationConfig(heads=args.heads, mode=args.mode, format=args.format, batch_size=args.batch_size, seed=args.seed)
     model = load_model_from_args(args)
-    _apply_adapter(model, args)
+    apply_adapter_from_args(model, args)
     data = load_data_from_args(args)
     ranking = None
     if _needs_ranking(args.heads):
@@ -80,7 +80,7 @@ def _patch(args) -> int:
     cfg = causal.PatchingConfig(pairs=args.pairs, what=args.what, max_pairs=args.max_pairs, format=args.format,
                                 batch_size=args.batch_size, seed=args.seed)
     model = load_model_from_args(args)
-    _apply_adapter(model, args)
+    apply_adapter_from_args(model, args)
     data = load_data_from_args(args)
     result = causal.patch_heads(model, data, cfg)
     out = result.save(Path(args.out))

@@ -21,6 +21,18 @@ def add_data_args(p: argparse.ArgumentParser, flag: str = "--data", required: bo
     p.add_argument("--batch-size", type=int, default=16)
 
 
+def add_adapter_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--adapter", default=None, help="a NASA adapter (.safetensors) to apply first")
+
+
+def apply_adapter_from_args(model, args: argparse.Namespace) -> None:
+    """Attach ``--adapter`` (if given) to ``model``; a mismatched or corrupt adapter raises a clear error."""
+    if getattr(args, "adapter", None):
+        from nasa_lens.nasa import load_adapter
+
+        load_adapter(model, args.adapter)
+
+
 def load_model_from_args(args: argparse.Namespace):
     from nasa_lens.models import load_model
 

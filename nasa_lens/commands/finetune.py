@@ -10,7 +10,6 @@ validation (early stopping and ``metrics.json``), the test splits left untouched
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
 from nasa_lens.commands.common import add_model_args, load_model_from_args
@@ -59,17 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_training_examples(args: argparse.Namespace) -> list:
-    from nasa_lens.datasets import load_dataset
+    from nasa_lens.datasets import load_datasets
 
     names = list(dict.fromkeys(n.strip() for n in args.train.split(",") if n.strip()))
     if not names:
         raise ValueError("--train names no dataset")
-    examples = []
-    for name in names:
-        ds = load_dataset(name, limit=args.limit, seed=args.seed, split="train")
-        # ids are unique per dataset; prefix them when several datasets are mixed
-        examples.extend(dataclasses.replace(ex, id=f"{ds.name}:{ex.id}") if len(names) > 1 else ex for ex in ds)
-    return examples
+    return load_datasets(names, limit=args.limit, seed=args.seed, split="train")
 
 
 def _finetune(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nasa_lens.commands.common import add_data_args, add_model_args
+from nasa_lens.commands.common import add_adapter_arg, add_data_args, add_model_args, apply_adapter_from_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_args(p)
     p.add_argument("--positions", choices=["after", "last"], default="after",
                    help="query positions summed: after the instruction's later candidate (default), or the last token only")
-    p.add_argument("--adapter", default=None, help="a NASA adapter (.safetensors) to apply first")
+    add_adapter_arg(p)
     p.add_argument("--top", type=int, default=10, help="how many top heads to print (default 10)")
     p.add_argument("--no-png", action="store_true", help="write the heatmap as HTML only")
     p.add_argument("--out", required=True, help="output folder")
@@ -31,7 +31,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from nasa_lens.commands.basic import apply_adapter_from_args
     from nasa_lens.commands.common import load_data_from_args, load_model_from_args
     from nasa_lens.heads import format_head
     from nasa_lens.nas import HEATMAP_FILE, RANKING_FILE, ScanConfig, run_scan

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from nasa_lens.datasets.core import DatasetError, Example, YesNoDataset, read_jsonl, write_jsonl
 from nasa_lens.datasets.generators import GENERATORS
-from nasa_lens.datasets.loader import list_datasets, load_dataset
+from nasa_lens.datasets.loader import list_datasets, load_dataset, load_datasets
 from nasa_lens.datasets.sources import REGISTRY, pull_dataset
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "YesNoDataset",
     "DatasetError",
     "load_dataset",
+    "load_datasets",
     "list_datasets",
     "pull_dataset",
     "read_jsonl",

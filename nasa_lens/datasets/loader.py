@@ -2,19 +2,21 @@
 and :func:`list_datasets`."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasa_lens.datasets.core import DatasetError, YesNoDataset, read_jsonl
+from nasa_lens.datasets.core import DatasetError, Example, YesNoDataset, read_jsonl
 from nasa_lens.datasets.generators import DEFAULT_DIFFICULTY, DEFAULT_N, GENERATORS
 from nasa_lens.datasets.sources import REGISTRY, is_cached, pull_dataset
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["load_dataset", "list_datasets", "GENERATOR_OPTIONS"]
+__all__ = ["load_dataset", "load_datasets", "list_datasets", "GENERATOR_OPTIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,26 @@ def load_dataset(
     if split is not None:
         dataset = dataset.split(split, test_fraction)
     return dataset.balanced(limit, seed) if limit is not None else dataset.shuffled(seed)
+
+
+def load_datasets(
+    names: Sequence[str | os.PathLike[str]],
+    *,
+    limit: int | None = None,
+    seed: int = 0,
+    split: str | None = None,
+    test_fraction: float = 0.3,
+) -> list[Example]:
+    """Several datasets mixed into one list (each loaded by :func:`load_dataset` with the same arguments, in
+    order). Ids are unique within a dataset only, so with more than one dataset every id is prefixed with its
+    dataset's name (``"strategyqa:..."``)."""
+    if not names:
+        raise DatasetError("no dataset named: pass at least one dataset name or path")
+    examples: list[Example] = []
+    for name in names:
+        ds = load_dataset(name, limit=limit, seed=seed, split=split, test_fraction=test_fraction)
+        examples.extend(dataclasses.replace(ex, id=f"{ds.name}:{ex.id}") if len(names) > 1 else ex for ex in ds)
+    return examples
 
 
 def _load_all(name_or_path: str | os.PathLike[str], options: dict[str, Any]) -> YesNoDataset:
