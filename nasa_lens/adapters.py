@@ -38,6 +38,8 @@ Limitation: the hooks need the bridge's default attention path (``q``/``k`` appl
 """
 from __future__ import annotations
 
+from nasa_lens.vocab import NasaLensError
+
 import contextlib
 import hashlib
 import json
@@ -81,7 +83,7 @@ ADAPTER_VERSION = 1
 KINDS = ("q", "k")
 
 
-class AdapterError(ValueError):
+class AdapterError(NasaLensError, ValueError):
     """An adapter cannot be built, loaded or applied; the message names the file (if any) and the problem."""
 
 

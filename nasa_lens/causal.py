@@ -27,6 +27,8 @@ start-layer path agrees with a full forward to float32 rounding (about 1e-5 on S
 """
 from __future__ import annotations
 
+from nasa_lens.vocab import NasaLensError
+
 import logging
 import math
 import time
@@ -99,7 +101,7 @@ _VECTOR_METRICS = ("accuracy", "precision", "recall", "f1", "pr_gap", "yes_rate"
 _FORMATS = ("yes-no", "no-yes", "true-false", "false-true")
 
 
-class CausalError(ValueError):
+class CausalError(NasaLensError, ValueError):
     """A causal study is mis-specified (bad config, ranking of the wrong shape, no counterfactual pairs)."""
 
 

@@ -17,6 +17,8 @@ section re-runs only the stages that read it (and the stages downstream of them)
 """
 from __future__ import annotations
 
+from nasa_lens.vocab import NasaLensError
+
 import copy
 import dataclasses
 import difflib
@@ -57,7 +59,7 @@ _POSITIONS = ("after", "last")
 _ABLATION_MODES = ("mean", "zero", "resample")
 
 
-class ConfigError(ValueError):
+class ConfigError(NasaLensError, ValueError):
     """A config file or override is invalid; the message names the key, the source and the problem."""
 
 

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+from nasa_lens.vocab import NasaLensError
+
 import random
 from collections.abc import Iterable, Sequence
 
@@ -19,7 +21,7 @@ __all__ = ["Head", "HeadSpecError", "format_head", "format_heads", "parse_head",
 Head = tuple[int, int]
 
 
-class HeadSpecError(ValueError):
+class HeadSpecError(NasaLensError, ValueError):
     """A head specification cannot be parsed or names a head the model does not have."""
 
 

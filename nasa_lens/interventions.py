@@ -38,6 +38,8 @@ Both therefore propagate downstream; :func:`intervene` and ``run_with_hooks`` re
 """
 from __future__ import annotations
 
+from nasa_lens.vocab import NasaLensError
+
 import contextlib
 import hashlib
 import logging
@@ -86,7 +88,7 @@ KNOCKOUT_ROWS: tuple[str, ...] = ("after", "last")
 HookSpec = tuple[str, Callable[..., Tensor | None]]
 
 
-class InterventionError(ValueError):
+class InterventionError(NasaLensError, ValueError):
     """An intervention is mis-specified (unknown mode, missing reference, bad head); the message says which."""
 
 

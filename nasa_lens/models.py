@@ -23,6 +23,8 @@ bridge's multi-device options.
 """
 from __future__ import annotations
 
+from nasa_lens.vocab import NasaLensError
+
 import contextlib
 import hashlib
 import importlib.util
@@ -55,7 +57,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(NasaLensError, RuntimeError):
     """A model could not be loaded; the message names the model, the reason and how to get it."""
 
 

@@ -14,6 +14,8 @@ token is the last column for every row; candidate positions are per row.
 """
 from __future__ import annotations
 
+from nasa_lens.vocab import NasaLensError
+
 import re
 import string
 from collections.abc import Iterator, Sequence
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["PromptError", "PromptFormat", "PromptBatch", "build_batch", "iter_batches", "render_prompt"]
 
 
-class PromptError(ValueError):
+class PromptError(NasaLensError, ValueError):
     """A template or example cannot make a valid binary-decision prompt; the message says why."""
 
 

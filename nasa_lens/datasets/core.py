@@ -6,6 +6,8 @@ its correct yes/no answer.
 """
 from __future__ import annotations
 
+from nasa_lens.vocab import NasaLensError
+
 import hashlib
 import json
 import logging
@@ -29,7 +31,7 @@ LABELS: tuple[str, str] = ("yes", "no")
 SPLITS: tuple[str, str] = ("train", "test")
 
 
-class DatasetError(ValueError):
+class DatasetError(NasaLensError, ValueError):
     """Any problem with dataset input: a malformed file or line, an unknown name, a failed download."""
 
 
