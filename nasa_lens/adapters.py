@@ -38,7 +38,7 @@ Limitation: the hooks need the bridge's default attention path (``q``/``k`` appl
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import NasaLensError
+from nasa_lens.vocab import InputFileNotFoundError, NasaLensError
 
 import contextlib
 import hashlib
@@ -398,7 +398,7 @@ def adapter_paths(path: str | Path) -> tuple[Path, Path]:
     if p.suffix == ".json":
         return p.with_suffix(".safetensors"), p
     if p.suffix != ".safetensors" and not p.exists():
-        raise FileNotFoundError(f"no adapter at {p}: expected a folder holding {ADAPTER_FILE} + {ADAPTER_META_FILE}, or a .safetensors file")
+        raise InputFileNotFoundError(f"no adapter at {p}: expected a folder holding {ADAPTER_FILE} + {ADAPTER_META_FILE}, or a .safetensors file")
     if p.suffix != ".safetensors":
         raise AdapterError(f"{p}: an adapter path is a folder or a .safetensors file")
     twin = p.with_suffix(".json")
@@ -462,7 +462,7 @@ def read_adapter_meta(path: str | Path) -> dict[str, Any]:
     """The metadata (``adapter.json``) of an adapter folder or file, checked for format and version."""
     _, meta_file = adapter_paths(path)
     if not meta_file.is_file():
-        raise FileNotFoundError(f"adapter metadata {meta_file} not found (an adapter is adapter.safetensors + adapter.json)")
+        raise InputFileNotFoundError(f"adapter metadata {meta_file} not found (an adapter is adapter.safetensors + adapter.json)")
     try:
         meta = read_json(meta_file)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -515,7 +515,7 @@ def load_adapter(
     if {k: int(v) for k, v in meta["shape"].items()} != shape:
         raise AdapterError(f"adapter {meta_file} was made for shape {meta['shape']}, but {model.name!r} has {shape}")
     if not tensor_file.is_file():
-        raise FileNotFoundError(f"adapter tensor file {tensor_file} not found")
+        raise InputFileNotFoundError(f"adapter tensor file {tensor_file} not found")
     if _sha256(tensor_file) != meta["tensor_sha256"]:
         raise AdapterError(
             f"adapter tensor file {tensor_file} is corrupt or truncated: its sha256 does not match {meta_file.name} "

@@ -17,7 +17,7 @@ section re-runs only the stages that read it (and the stages downstream of them)
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import NasaLensError
+from nasa_lens.vocab import ABLATION_MODES, CONDITION_FORMATS, FORMATS, InputFileNotFoundError, NasaLensError, POSITIONS
 
 import copy
 import dataclasses
@@ -54,9 +54,8 @@ __all__ = [
     "parse_override",
 ]
 
-FORMATS: tuple[str, ...] = ("yes-no", "no-yes", "true-false", "false-true")
-_POSITIONS = ("after", "last")
-_ABLATION_MODES = ("mean", "zero", "resample")
+_POSITIONS = POSITIONS
+_ABLATION_MODES = ABLATION_MODES
 
 
 class ConfigError(NasaLensError, ValueError):
@@ -172,7 +171,7 @@ class ConditionsConfig:
         top_k: the top-k overlap reported.
     """
 
-    formats: list[str] = field(default_factory=lambda: ["yes-no", "no-yes", "true-false"])
+    formats: list[str] = field(default_factory=lambda: list(CONDITION_FORMATS))
     datasets: list[str] = field(default_factory=lambda: ["strategyqa"])
     limit: int = 32
     top_k: int = 10
@@ -359,7 +358,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, quick: bool = Fal
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise FileNotFoundError(f"config file {p} not found")
+            raise InputFileNotFoundError(f"config file {p} not found")
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:

@@ -6,6 +6,8 @@ the negative-bias signature (high precision, low recall); ``yes_rate`` is the sh
 """
 from __future__ import annotations
 
+from nasa_lens.vocab import InputError
+
 import contextlib
 import json
 import math
@@ -272,7 +274,7 @@ def result_from_predictions(
 ) -> EvalResult:
     labels = np.asarray(labels, int)
     if (labels < 0).any():
-        raise ValueError("every example needs a gold label ('yes' or 'no') to be evaluated")
+        raise InputError("every example needs a gold label ('yes' or 'no') to be evaluated")
     return EvalResult(
         ids=list(ids),
         labels=labels,

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Head", "HeadSpecError", "format_head", "format_heads", "parse_head", "parse_heads", "random_heads", "ranked_heads"]
+__all__ = ["Head", "HeadSpecError", "check_head", "format_head", "format_heads", "parse_head", "parse_heads", "random_heads", "ranked_heads"]
 
 Head = tuple[int, int]
 
@@ -41,11 +41,22 @@ def parse_head(text: str, n_layers: int | None = None, n_heads: int | None = Non
         raise HeadSpecError(f"bad head {text!r}: expected LAYER.HEAD, e.g. 18.4") from None
     if head[0] < 0 or head[1] < 0:
         raise HeadSpecError(f"bad head {text!r}: layer and head must be >= 0")
-    if n_layers is not None and head[0] >= n_layers:
-        raise HeadSpecError(f"head {text!r}: layer {head[0]} out of range (the model has {n_layers} layers)")
-    if n_heads is not None and head[1] >= n_heads:
-        raise HeadSpecError(f"head {text!r}: head {head[1]} out of range (the model has {n_heads} heads per layer)")
+    check_head(head, n_layers, n_heads, name=repr(text))
     return head
+
+
+def check_head(
+    head: Head, n_layers: int | None, n_heads: int | None, *, error: type[Exception] = HeadSpecError, name: str | None = None
+) -> None:
+    """Raise ``error`` (default :class:`HeadSpecError`) when ``head`` is not a head of a model with
+    ``n_layers`` layers and ``n_heads`` heads per layer (``None``: not checked). The one range check of heads;
+    ``name`` is how the message names the head (default ``L.H``)."""
+    layer, idx = head
+    name = name or format_head(head)
+    if n_layers is not None and not 0 <= layer < n_layers:
+        raise error(f"head {name}: layer {layer} out of range (the model has {n_layers} layers)")
+    if n_heads is not None and not 0 <= idx < n_heads:
+        raise error(f"head {name}: head {idx} out of range (the model has {n_heads} heads per layer)")
 
 
 def ranked_heads(mean: np.ndarray, *, descending: bool = True) -> list[Head]:

@@ -54,8 +54,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from nasa_lens.heads import Head, format_head
+from nasa_lens.heads import Head, check_head, format_head
 from nasa_lens.prompts import PromptBatch, PromptFormat, iter_batches
+from nasa_lens.vocab import ABLATION_MODES, pattern_hook_name, z_hook_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
@@ -81,7 +82,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ABLATION_MODES: tuple[str, ...] = ("zero", "mean", "resample")
 KNOCKOUT_MODES: tuple[str, ...] = ("remove", "swap")
 KNOCKOUT_ROWS: tuple[str, ...] = ("after", "last")
 
@@ -99,14 +99,6 @@ class Intervention(Protocol):
 
     @property
     def first_layer(self) -> int: ...
-
-
-def z_hook_name(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_z"
-
-
-def pattern_hook_name(layer: int) -> str:
-    return f"blocks.{layer}.attn.hook_pattern"
 
 
 def heads_by_layer(heads: Sequence[Head]) -> dict[int, list[int]]:
@@ -133,14 +125,12 @@ def _normalise_heads(heads: Sequence[Head] | Sequence[Sequence[int]]) -> tuple[H
 
 def check_heads(model: LoadedModel, heads: Sequence[Head]) -> None:
     """Raise :class:`InterventionError` naming the first head the model does not have."""
-    for layer, head in heads:
-        if not 0 <= layer < model.n_layers:
-            raise InterventionError(f"head {layer}.{head}: layer {layer} out of range (the model has {model.n_layers} layers)")
-        if not 0 <= head < model.n_heads:
-            raise InterventionError(f"head {layer}.{head}: head {head} out of range (the model has {model.n_heads} heads per layer)")
+    for head in heads:
+        check_head(head, model.n_layers, model.n_heads, error=InterventionError)
 
 
-def _bridge(model: Any) -> Any:
+def bridge_of(model: Any) -> Any:
+    """The ``TransformerBridge`` of a :class:`~nasa_lens.models.LoadedModel` (or ``model`` itself if it is one)."""
     return model.bridge if hasattr(model, "bridge") else model
 
 
@@ -148,7 +138,7 @@ def _bridge(model: Any) -> Any:
 def intervene(model: Any, intervention: Intervention, batch: PromptBatch | None = None) -> Iterator[Any]:
     """Install ``intervention``'s hooks for ``batch`` for the duration of the block (removed on exit,
     exception or not). Yields the bridge."""
-    bridge = _bridge(model)
+    bridge = bridge_of(model)
     with bridge.hooks(fwd_hooks=intervention.hooks(batch)):
         yield bridge
 
@@ -259,7 +249,7 @@ def collect_z_reference(
     examples = list(dataset)
     if not examples:
         raise InterventionError("the reference dataset for mean/resample ablation is empty")
-    bridge = _bridge(model)
+    bridge = bridge_of(model)
     L, H, D = model.n_layers, model.n_heads, model.d_head
     sums = torch.zeros(L, 0, H, D)
     count = torch.zeros(0, dtype=torch.long)

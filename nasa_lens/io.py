@@ -2,13 +2,15 @@
 
 Every file nasa-lens writes goes through :func:`atomic_path`: the data is written to a temporary file in
 the same folder and renamed over the target only when complete, so an interrupted run never leaves a
-half-written file and never destroys the previous version.
+half-written file and never destroys the previous version. Whole folders (a converted model, a finished
+stage) go through :func:`atomic_dir` the same way.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["cache_dir", "atomic_path", "write_text", "write_json", "read_json"]
+__all__ = ["cache_dir", "atomic_path", "atomic_dir", "write_text", "write_json", "read_json"]
 
 
 def cache_dir(*parts: str) -> Path:
@@ -52,6 +54,32 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike[str], *, work: str | os.PathLike[str] | None = None) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``target``; when the block succeeds, ``target`` is replaced by it
+    (an existing ``target`` is removed first). On an exception the temporary folder is removed and
+    ``target`` is left as it was.
+
+    ``work``: the temporary folder to use (created here; it must not exist), e.g. a name that tells a later
+    run what a leftover folder is; default a fresh ``.NAME.XXXX`` beside ``target``.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if work is None:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    else:
+        tmp = Path(work)
+        tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

@@ -23,24 +23,25 @@ bridge's multi-device options.
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import NasaLensError
+from nasa_lens.vocab import InputError, NasaLensError
 
 import contextlib
 import hashlib
 import importlib.util
 import logging
 import os
-import shutil
 import socket
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nasa_lens.io import atomic_path, cache_dir
+from nasa_lens.io import atomic_dir, atomic_path, cache_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -118,7 +119,7 @@ class LoadedModel:
         source: where the weights came from (a cache folder, a GGUF file, a hub id).
     """
 
-    bridge: Any
+    bridge: TransformerBridge
     tokenizer: Any
     name: str
     n_layers: int
@@ -191,7 +192,7 @@ def load_model(
         ModelLoadError: the model cannot be found or loaded; the message says which, why and how to get it.
     """
     if device is not None and device_map is not None:
-        raise ValueError("give either device= or device_map=, not both")
+        raise InputError("give either device= or device_map=, not both")
     if name == TINY_RANDOM:
         hf_model, tok, source = _tiny_random(), _smollm2_tokenizer(), "random init (seed 0)"
         loaded = _boot("tiny-random", hf_model, tok, device, dtype, None, bridge_kwargs, hub_name="tiny-random")
@@ -243,7 +244,7 @@ def _boot(name, hf_model, tok, device, dtype, device_map, bridge_kwargs, *, hub_
     return _wrap(name, bridge, tok)
 
 
-def _wrap(name: str, bridge: Any, tok: Any) -> LoadedModel:
+def _wrap(name: str, bridge: TransformerBridge, tok: Any) -> LoadedModel:
     bridge.eval()
     for p in bridge.parameters():
         p.requires_grad_(False)
@@ -405,16 +406,9 @@ def _gguf_to_cache(path: Path, stem: str, *, architectures: tuple[str, ...] | No
         del model.config.quantization_config
     if architectures:
         model.config.architectures = list(architectures)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 
@@ -427,15 +421,8 @@ def _smollm2_tokenizer():
     folder = cache_dir("tokenizers") / f"smollm2-{_gguf_key(gguf)}"
     if not (folder / "tokenizer_config.json").is_file():
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with atomic_dir(folder) as tmp:
             tok.save_pretrained(tmp)
-            if folder.exists():
-                shutil.rmtree(folder)
-            os.replace(tmp, folder)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return AutoTokenizer.from_pretrained(folder)
 
 

@@ -36,7 +36,7 @@ import math
 import re
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,8 +49,20 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from nasa_lens.heads import Head, format_head, ranked_heads
+from nasa_lens.interventions import bridge_of
 from nasa_lens.io import atomic_path, read_json, write_json
 from nasa_lens.prompts import PromptBatch, PromptFormat, iter_batches
+from nasa_lens.vocab import (
+    CONDITION_FORMATS,
+    NAS_HEATMAP_FILE,
+    NAS_META_FILE,
+    NAS_RANKING_FILE,
+    NAS_SCORES_FILE,
+    POSITIONS,
+    InputError,
+    InputFileNotFoundError,
+    pattern_hook_name,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
@@ -64,7 +76,6 @@ __all__ = [
     "HEATMAP_FILE",
     "NASResult",
     "NASGroupComparison",
-    "ScanConfig",
     "nas_hooks",
     "nas_for_batch",
     "nas_from_pattern",
@@ -75,7 +86,6 @@ __all__ = [
     "nas_by_group",
     "condition_correlations",
     "pattern_hook_name",
-    "run_scan",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,24 +93,17 @@ logger = logging.getLogger(__name__)
 NAS_EPS: float = 1e-6
 """Added to both probabilities inside the log: ``log((A_no + eps) / (A_yes + eps))``."""
 
-POSITIONS: tuple[str, ...] = ("after", "last")
-
-SCORES_FILE = "nas_scores.npz"
-META_FILE = "nas_scores.json"
-RANKING_FILE = "nas.csv"
-HEATMAP_FILE = "nas_heatmap"  # + .html / .png
+SCORES_FILE = NAS_SCORES_FILE
+META_FILE = NAS_META_FILE
+RANKING_FILE = NAS_RANKING_FILE
+HEATMAP_FILE = NAS_HEATMAP_FILE
 
 NASHook = tuple[str | Callable[[str], bool], Callable[..., None]]
 
 
-def pattern_hook_name(layer: int) -> str:
-    """The hook point holding layer ``layer``'s attention probabilities ``[batch, head, q, k]``."""
-    return f"blocks.{layer}.attn.hook_pattern"
-
-
 def _check_positions(positions: str) -> str:
     if positions not in POSITIONS:
-        raise ValueError(f"positions must be one of {list(POSITIONS)}, got {positions!r}")
+        raise InputError(f"positions must be one of {list(POSITIONS)}, got {positions!r}")
     return positions
 
 
@@ -209,7 +212,7 @@ def nas_hooks(
     mask_full = nas_query_mask(batch, positions)
     if not bool(mask_full.any(dim=1).all()):
         bad = [batch.ids[i] for i in torch.nonzero(~mask_full.any(dim=1)).flatten().tolist()]
-        raise ValueError(f"no query position to score for examples {bad}: a candidate is the last prompt token")
+        raise InputError(f"no query position to score for examples {bad}: a candidate is the last prompt token")
     rows = torch.nonzero(mask_full.any(dim=0)).flatten()
     q0, q1 = int(rows.min()), int(rows.max()) + 1
     mask = mask_full[:, q0:q1]
@@ -268,12 +271,8 @@ def _stack_layers(scores: dict[int, Tensor], layers: Sequence[int]) -> Float[Ten
     return einops.rearrange(per_layer, "layer example head -> example layer head")
 
 
-def _bridge(model: Any) -> Any:
-    return model.bridge if hasattr(model, "bridge") else model
-
-
 def _layers(model: Any, layers: Sequence[int] | None) -> list[int]:
-    n_layers = int(model.n_layers) if hasattr(model, "n_layers") else int(_bridge(model).cfg.n_layers)
+    n_layers = int(model.n_layers) if hasattr(model, "n_layers") else int(bridge_of(model).cfg.n_layers)
     if layers is None:
         return list(range(n_layers))
     out = [int(layer) for layer in layers]
@@ -312,7 +311,7 @@ def nas_for_batch(
     layers = _layers(model, layers)
     nas, store = nas_hooks(batch, layers=layers, positions=positions)
     with torch.no_grad():
-        _bridge(model).run_with_hooks(batch.input_ids, fwd_hooks=[*hooks, *nas], **batch.forward_kwargs())
+        bridge_of(model).run_with_hooks(batch.input_ids, fwd_hooks=[*hooks, *nas], **batch.forward_kwargs())
     return _stack_layers(store, layers)
 
 
@@ -523,7 +522,7 @@ class NASResult:
         out = Path(out_dir)
         for name in (SCORES_FILE, META_FILE):
             if not (out / name).is_file():
-                raise FileNotFoundError(f"{out / name} not found: not a NAS result folder (written by NASResult.save)")
+                raise InputFileNotFoundError(f"{out / name} not found: not a NAS result folder (written by NASResult.save)")
         meta = read_json(out / META_FILE)
         with np.load(out / SCORES_FILE) as z:
             arrays = {k: z[k] for k in z.files}
@@ -566,7 +565,7 @@ def scan_nas(
     _check_positions(positions)
     examples = list(dataset)
     if not examples:
-        raise ValueError("cannot scan an empty dataset")
+        raise InputError("cannot scan an empty dataset")
     layers = list(range(model.n_layers))
     n = len(examples)
     scores = np.full((n, model.n_layers, model.n_heads), np.nan)
@@ -597,7 +596,7 @@ def scan_nas(
 
 def default_conditions() -> dict[str, PromptFormat]:
     """The instruction-agnostic conditions: ``Yes/No``, the swapped order ``No/Yes`` and ``True/False``."""
-    return {name: fmt for name, fmt in ((f.label, f) for f in map(PromptFormat.named, ("yes-no", "no-yes", "true-false")))}
+    return {name: fmt for name, fmt in ((f.label, f) for f in map(PromptFormat.named, CONDITION_FORMATS))}
 
 
 def scan_conditions(
@@ -767,110 +766,3 @@ def condition_correlations(results: dict[str, NASResult], *, k: int = 10) -> pd.
             }
         )
     return pd.DataFrame(rows)
-
-
-# ------------------------------------------------------------------------------------------- the scan procedure
-
-
-_FORMATS = ("yes-no", "no-yes", "true-false", "false-true")
-
-
-@dataclass
-class ScanConfig:
-    """Everything one NAS scan needs (``nasa-lens scan`` builds it from its flags).
-
-    Attributes:
-        data: dataset name or JSONL path (see ``nasa-lens data list``).
-        model: built-in name, local folder, .gguf file or hub id.
-        limit: label-balanced sample of at most this many examples (None: all).
-        seed: sampling seed.
-        split: ``"train"``, ``"test"`` or None (all).
-        positions: ``"after"`` or ``"last"``.
-        format: prompt format preset: yes-no, no-yes, true-false, false-true.
-        batch_size: examples per forward.
-        adapter: a NASA adapter file to apply to the model first (None: the base model).
-        device, device_map: where to run the model.
-        top_k: how many top heads the command prints.
-        png: also write ``nas_heatmap.png`` (when a Chromium is available).
-    """
-
-    data: str
-    model: str = "smollm2-135m-instruct"
-    limit: int | None = None
-    seed: int = 0
-    split: str | None = None
-    positions: str = "after"
-    format: str = "yes-no"
-    batch_size: int = 16
-    adapter: str | None = None
-    device: str | None = None
-    device_map: str | None = None
-    top_k: int = 10
-    png: bool = True
-
-    def __post_init__(self) -> None:
-        if not str(self.data).strip():
-            raise ValueError("data must name a dataset or a JSONL path")
-        if not str(self.model).strip():
-            raise ValueError("model must be a model name or path")
-        _check_positions(self.positions)
-        if self.limit is not None and self.limit <= 0:
-            raise ValueError(f"limit must be > 0 (or None for all examples), got {self.limit}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
-        if self.split not in (None, "train", "test"):
-            raise ValueError(f"split must be 'train', 'test' or None, got {self.split!r}")
-        if self.format not in _FORMATS:
-            raise ValueError(f"format must be one of {list(_FORMATS)}, got {self.format!r}")
-        if self.device is not None and self.device_map is not None:
-            raise ValueError("give either device or device_map, not both")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def run_scan(
-    cfg: ScanConfig,
-    out_dir: str | Path,
-    *,
-    model: LoadedModel | None = None,
-    dataset: Sequence[Any] | None = None,
-    progress: bool = True,
-) -> NASResult:
-    """Run one scan and write its files into ``out_dir``:
-
-    * ``nas.csv``: ``layer,head,nas_mean,nas_stderr,n,rank`` (rank 1 = most negative-biased);
-    * ``nas_scores.npz`` + ``nas_scores.json``: per-example scores (:meth:`NASResult.save`);
-    * ``nas_heatmap.html`` (+ ``.png`` when a Chromium is available).
-
-    ``model`` / ``dataset`` may be passed in (already loaded, adapter applied); otherwise they are loaded
-    from ``cfg`` (the adapter with :func:`nasa_lens.nasa.load_adapter`).
-    """
-    from nasa_lens.plots import nas_heatmap, save_figure
-
-    if model is None:
-        from nasa_lens.models import load_model
-
-        model = load_model(cfg.model, device=cfg.device, device_map=cfg.device_map)
-        if cfg.adapter:
-            from nasa_lens.nasa import load_adapter
-
-            load_adapter(model, cfg.adapter)
-    if dataset is None:
-        from nasa_lens.datasets import load_dataset
-
-        dataset = load_dataset(cfg.data, limit=cfg.limit, seed=cfg.seed, split=cfg.split)
-    result = scan_nas(
-        model, dataset, PromptFormat.named(cfg.format), positions=cfg.positions, batch_size=cfg.batch_size, progress=progress
-    )
-    result.meta["config"] = cfg.to_dict()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / RANKING_FILE) as tmp:
-        result.ranking_frame().to_csv(tmp, index=False)
-    result.save(out)
-    save_figure(nas_heatmap(result), out / HEATMAP_FILE, png=cfg.png)
-    logger.info("wrote %s, %s, %s and %s.html to %s", RANKING_FILE, SCORES_FILE, META_FILE, HEATMAP_FILE, out)
-    return result

@@ -14,7 +14,7 @@ token is the last column for every row; candidate positions are per row.
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import NasaLensError
+from nasa_lens.vocab import FORMATS, NasaLensError
 
 import re
 import string
@@ -107,12 +107,8 @@ class PromptFormat:
     @classmethod
     def named(cls, name: str) -> PromptFormat:
         """Presets: ``"yes-no"`` (default), ``"no-yes"``, ``"true-false"``, ``"false-true"``."""
-        presets = {
-            "yes-no": cls(),
-            "no-yes": cls(negative_first=True),
-            "true-false": cls(positive="True", negative="False"),
-            "false-true": cls(positive="True", negative="False", negative_first=True),
-        }
+        yes_no, true_false = cls(), cls(positive="True", negative="False")
+        presets = dict(zip(FORMATS, (yes_no, yes_no.swapped(), true_false, true_false.swapped()), strict=True))
         if name not in presets:
             raise PromptError(f"unknown prompt format {name!r}; known: {sorted(presets)}")
         return presets[name]

@@ -6,8 +6,74 @@ more than one module needs is defined here once.
 """
 from __future__ import annotations
 
+# ------------------------------------------------------------------------------------------------ errors
+
 
 class NasaLensError(Exception):
     """Base class of every error caused by the user's input (a bad argument, file, dataset, model name,
     adapter...). The CLI prints such an error as one line and exits with code 2; any other exception is an
     internal error (exit code 1)."""
+
+
+class InputError(NasaLensError, ValueError):
+    """A value given by the user is invalid (a config field, a CLI flag, an argument of a public function)."""
+
+
+class InputFileNotFoundError(NasaLensError, FileNotFoundError):
+    """A file or folder the user named does not exist (or is not what it should be)."""
+
+
+# ------------------------------------------------------------------------------------------------ prompts
+
+FORMATS: tuple[str, ...] = ("yes-no", "no-yes", "true-false", "false-true")
+"""Prompt-format presets (:meth:`nasa_lens.prompts.PromptFormat.named`): candidate words and their order."""
+
+CONDITION_FORMATS: tuple[str, ...] = ("yes-no", "no-yes", "true-false")
+"""The instruction-agnostic conditions scanned by default: Yes/No, the swapped order No/Yes, True/False."""
+
+# ------------------------------------------------------------------------------------------------ NAS
+
+POSITIONS: tuple[str, ...] = ("after", "last")
+"""NAS query positions: after the instruction's later candidate through the answer position, or the last only."""
+
+# ------------------------------------------------------------------------------------------------ interventions
+
+ABLATION_MODES: tuple[str, ...] = ("zero", "mean", "resample")
+"""What an ablated head's output is replaced by."""
+
+PAIR_KINDS: tuple[str, ...] = ("swap", "label")
+"""Counterfactual pairs for activation patching."""
+
+PATCH_TARGETS: tuple[str, ...] = ("z", "pattern")
+"""What activation patching replaces per head: its output ``z`` or its attention pattern."""
+
+# ------------------------------------------------------------------------------------------------ hook names
+
+
+def pattern_hook_name(layer: int) -> str:
+    """The hook point holding layer ``layer``'s attention probabilities ``[batch, head, q, k]``."""
+    return f"blocks.{layer}.attn.hook_pattern"
+
+
+def z_hook_name(layer: int) -> str:
+    """The hook point holding layer ``layer``'s per-head attention output ``[batch, pos, head, d_head]``."""
+    return f"blocks.{layer}.attn.hook_z"
+
+
+# ------------------------------------------------------------------------------------------------ file names
+
+NAS_SCORES_FILE = "nas_scores.npz"
+NAS_META_FILE = "nas_scores.json"
+NAS_RANKING_FILE = "nas.csv"
+NAS_HEATMAP_FILE = "nas_heatmap"  # + .html / .png
+METRICS_FILE = "metrics.json"
+PREDICTIONS_FILE = "predictions.csv"
+HISTORY_FILE = "history.csv"
+CHECKPOINT_FILE = "checkpoint.pt"
+PATCHING_FILE = "patching.csv"
+PATCHING_HEATMAP_FILE = "patching_heatmap"  # + .html / .png
+
+# ------------------------------------------------------------------------------------------------ colours
+
+NAS_COLORSCALE = "RdBu_r"
+"""Diverging scale of every signed heatmap (reversed RdBu: red = positive / No-leaning, blue = negative)."""

@@ -13,7 +13,6 @@ from conftest import QUESTIONS
 from nasa_lens.nas import (
     NAS_EPS,
     NASResult,
-    ScanConfig,
     condition_correlations,
     default_conditions,
     nas_by_group,
@@ -21,10 +20,10 @@ from nasa_lens.nas import (
     nas_from_pattern,
     nas_hooks,
     nas_query_mask,
-    run_scan,
     scan_conditions,
     scan_nas,
 )
+from nasa_lens.jobs.scan import ScanConfig, run_scan
 from nasa_lens.prompts import PromptFormat, build_batch
 
 # ------------------------------------------------------------------------------------------ helpers

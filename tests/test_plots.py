@@ -88,7 +88,7 @@ def test_heatmap_grid_shares_one_colour_scale(result):
 
 
 def test_save_figure_html_and_png_skipped_without_browser(result, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(plots, "find_browser", lambda: None)
+    monkeypatch.setattr(plots.save, "find_browser", lambda: None)
     with caplog.at_level(logging.WARNING, logger="nasa_lens.plots"):
         paths = save_figure(nas_heatmap(result), tmp_path / "sub" / "fig")
     assert paths == [tmp_path / "sub" / "fig.html"]
@@ -120,14 +120,14 @@ def test_find_browser_prefers_browser_path(tmp_path, monkeypatch):
     monkeypatch.setenv("BROWSER_PATH", str(fake))
     assert plots.find_browser() == str(fake)
     monkeypatch.setenv("BROWSER_PATH", str(tmp_path / "absent"))
-    monkeypatch.setattr(plots.shutil, "which", lambda name: None)
+    monkeypatch.setattr(plots.save.shutil, "which", lambda name: None)
     assert plots.find_browser() is None
 
 
 def test_save_figure_png_export_timeout_keeps_html(result, tmp_path, monkeypatch, caplog):
     # A "browser" the child never gets to use: the export script itself is replaced by one that hangs.
-    monkeypatch.setattr(plots, "find_browser", lambda: "/bin/true")
-    monkeypatch.setattr(plots, "_EXPORT_SCRIPT", "import time; time.sleep(30)")
+    monkeypatch.setattr(plots.save, "find_browser", lambda: "/bin/true")
+    monkeypatch.setattr(plots.save, "_EXPORT_SCRIPT", "import time; time.sleep(30)")
     with caplog.at_level(logging.WARNING, logger="nasa_lens.plots"):
         paths = save_figure(nas_heatmap(result), tmp_path / "fig", timeout=1)
     assert paths == [tmp_path / "fig.html"]
@@ -137,8 +137,8 @@ def test_save_figure_png_export_timeout_keeps_html(result, tmp_path, monkeypatch
 
 
 def test_save_figure_png_failure_keeps_html(result, tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(plots, "find_browser", lambda: "/bin/true")
-    monkeypatch.setattr(plots, "_EXPORT_SCRIPT", "raise SystemExit('no renderer here')")
+    monkeypatch.setattr(plots.save, "find_browser", lambda: "/bin/true")
+    monkeypatch.setattr(plots.save, "_EXPORT_SCRIPT", "raise SystemExit('no renderer here')")
     with caplog.at_level(logging.WARNING, logger="nasa_lens.plots"):
         paths = save_figure(nas_heatmap(result), tmp_path / "fig")
     assert paths == [tmp_path / "fig.html"]

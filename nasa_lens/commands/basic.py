@@ -4,14 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nasa_lens.commands.common import (
-    add_adapter_arg,
-    add_data_args,
-    add_model_args,
-    apply_adapter_from_args,
-    load_data_from_args,
-    load_model_from_args,
-)
+from nasa_lens.commands.common import add_data_args, add_model_args, add_out_arg, data_spec, model_spec
+from nasa_lens.commands.flags import add_config_flags, config_from_args
+from nasa_lens.jobs.evaluate import EvalConfig
+from nasa_lens.vocab import METRICS_FILE, PREDICTIONS_FILE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="bias metrics of a model on a yes/no dataset")
     add_model_args(p)
     add_data_args(p)
-    add_adapter_arg(p)
-    p.add_argument("--out", required=True, help="folder for metrics.json and predictions.csv")
+    add_config_flags(p, EvalConfig)
+    add_out_arg(p, "folder for metrics.json and predictions.csv")
     p.set_defaults(func=_eval)
 
 
@@ -62,15 +58,12 @@ def _data_pull(args) -> int:
 
 
 def _eval(args) -> int:
-    from nasa_lens.evaluate import evaluate
-    from nasa_lens.prompts import PromptFormat
+    from nasa_lens.jobs.evaluate import run_eval
 
-    model = load_model_from_args(args)
-    apply_adapter_from_args(model, args)
-    data = load_data_from_args(args)
-    result = evaluate(model, data, PromptFormat.named(args.format), batch_size=args.batch_size, seed=args.seed)
-    result.save(Path(args.out))
+    cfg = config_from_args(EvalConfig, args)
+    out = Path(args.out)
+    result = run_eval(cfg, out, model=model_spec(args), data=data_spec(args))
     print(result.summary())
     print(result.metrics_frame().to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    print(f"wrote {Path(args.out) / 'metrics.json'} and {Path(args.out) / 'predictions.csv'}")
+    print(f"wrote {out / METRICS_FILE} and {out / PREDICTIONS_FILE}")
     return 0

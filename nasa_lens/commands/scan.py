@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nasa_lens.commands.common import add_adapter_arg, add_data_args, add_model_args, apply_adapter_from_args
+from nasa_lens.commands.common import add_out_arg
+from nasa_lens.commands.flags import add_config_flags, config_from_args
+from nasa_lens.jobs.scan import ScanConfig
+from nasa_lens.vocab import NAS_HEATMAP_FILE, NAS_RANKING_FILE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,46 +22,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Score every attention head by how much more it attends to the 'No' candidate of the "
         "instruction than to 'Yes' (NAS, Yu et al. 2025); write nas.csv, per-example scores and a heatmap.",
     )
-    add_model_args(p)
-    add_data_args(p)
-    p.add_argument("--positions", choices=["after", "last"], default="after",
-                   help="query positions summed: after the instruction's later candidate (default), or the last token only")
-    add_adapter_arg(p)
-    p.add_argument("--top", type=int, default=10, help="how many top heads to print (default 10)")
-    p.add_argument("--no-png", action="store_true", help="write the heatmap as HTML only")
-    p.add_argument("--out", required=True, help="output folder")
+    add_config_flags(p, ScanConfig, rename={"top_k": "top"})
+    add_out_arg(p, "output folder")
     p.set_defaults(func=_scan)
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from nasa_lens.commands.common import load_data_from_args, load_model_from_args
     from nasa_lens.heads import format_head
-    from nasa_lens.nas import HEATMAP_FILE, RANKING_FILE, ScanConfig, run_scan
+    from nasa_lens.jobs.scan import run_scan
 
-    cfg = ScanConfig(
-        data=args.data,
-        model=args.model,
-        limit=args.limit,
-        seed=args.seed,
-        split=args.split,
-        positions=args.positions,
-        format=args.format,
-        batch_size=args.batch_size,
-        adapter=args.adapter,
-        device=args.device,
-        device_map=args.device_map,
-        top_k=args.top,
-        png=not args.no_png,
-    )  # validates every value before anything is loaded
-    model = load_model_from_args(args)
-    apply_adapter_from_args(model, args)
-    data = load_data_from_args(args)
+    cfg = config_from_args(ScanConfig, args)  # validates every value before anything is loaded
     out = Path(args.out)
-    result = run_scan(cfg, out, model=model, dataset=data)
+    result = run_scan(cfg, out)
     table = result.ranking_frame().head(min(cfg.top_k, result.n_layers * result.n_heads))
     table.insert(0, "head_id", [format_head((int(r.layer), int(r.head))) for r in table.itertuples()])
     print(f"NAS of {result.model} on {result.dataset} ({result.format}, positions={result.positions}, n={result.n})")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    written = sorted(p.name for p in out.iterdir() if p.name.startswith(("nas", HEATMAP_FILE)) and not p.name.startswith("."))
-    print(f"wrote {', '.join(written)} in {out} ({RANKING_FILE}: rank 1 = most negative-biased)")
+    written = sorted(p.name for p in out.iterdir() if p.name.startswith(("nas", NAS_HEATMAP_FILE)) and not p.name.startswith("."))
+    print(f"wrote {', '.join(written)} in {out} ({NAS_RANKING_FILE}: rank 1 = most negative-biased)")
     return 0

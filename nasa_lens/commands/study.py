@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from nasa_lens.vocab import InputError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -44,9 +46,9 @@ def _study(args: argparse.Namespace) -> int:
         print(cfg.to_toml(), end="")
         return 0
     if not args.out:
-        raise ValueError("--out is required: the folder for report.md, results.json, the CSVs and the stage cache")
+        raise InputError("--out is required: the folder for report.md, results.json, the CSVs and the stage cache")
     if logging.getLogger().level > logging.INFO:
-        logging.getLogger("nasa_lens.stages").setLevel(logging.INFO)
+        logging.getLogger("nasa_lens.study").setLevel(logging.INFO)
         if not logging.getLogger().handlers:
             logging.basicConfig(format="%(message)s")
     result = run_study(cfg, args.out, figures_dir=args.figures, progress=not args.no_progress)

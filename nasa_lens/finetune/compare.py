@@ -1,0 +1,359 @@
+"""Checks and baselines for NASA: general ability (language-model loss on neutral text, next-token
+arithmetic), a decision threshold fitted on the training split (no training), and :func:`compare_methods`,
+which trains NASA and the baselines with the same data and step budget and evaluates every method everywhere
+(one tidy frame: ``method, dataset, metric, value, ci_low, ci_high, n_params, seconds``)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from nasa_lens.evaluate import (
+    METRIC_KEYS,
+    EvalResult,
+    bias_metrics,
+    evaluate,
+    predict,
+    result_from_predictions,
+)
+from nasa_lens.heads import Head, format_head
+from nasa_lens.io import atomic_path, read_json, write_json
+from nasa_lens.nas import nas_for_batch
+from nasa_lens.prompts import PromptFormat, iter_batches
+
+from nasa_lens.finetune.config import NASAConfig
+from nasa_lens.finetune.result import TrainResult
+from nasa_lens.finetune.selection import select_heads
+from nasa_lens.finetune.run import train_nasa
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nasa_lens.models import LoadedModel
+
+logger = logging.getLogger("nasa_lens.finetune")
+
+NEUTRAL_TEXT: tuple[str, ...] = (
+    "The library opens at nine in the morning and closes at six in the evening.",
+    "Rain fell steadily over the valley for most of the afternoon.",
+    "She placed the blue cup on the table next to the window.",
+    "The train to the coast leaves from the second platform every hour.",
+    "Bread is usually made from flour, water, salt and yeast.",
+    "A group of children walked slowly along the river path after school.",
+    "The museum has a small collection of old maps and wooden tools.",
+    "He wrote a short letter to his aunt and posted it on the way to work.",
+    "In spring the park is full of tulips, daffodils and young trees.",
+    "The recipe asks for two eggs, a cup of milk and a spoon of sugar.",
+    "Our neighbours painted their front door a bright shade of green.",
+    "The meeting was moved from Tuesday to Thursday at the same time.",
+    "Most birds in the garden are sparrows, robins and the occasional crow.",
+    "The old bridge across the canal was repaired last summer.",
+    "She keeps her notes in a thick notebook with a red cover.",
+    "A light wind moved the curtains while the kettle was boiling.",
+    "The shop on the corner sells newspapers, fruit and fresh flowers.",
+    "They planted tomatoes and beans along the south wall of the house.",
+    "The teacher asked the class to read the first chapter before Monday.",
+    "At night the town is quiet except for the sound of the distant sea.",
+)
+"""Twenty neutral English sentences (our own text) for the language-model-loss check of :func:`lm_loss`."""
+
+
+def lm_loss(model: LoadedModel, texts: Sequence[str] = NEUTRAL_TEXT, *, batch_size: int = 8) -> np.ndarray:
+    """Per-text mean next-token negative log-likelihood (nats/token) of ``texts`` (with attached adapters)."""
+    tok = model.tokenizer
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(texts), batch_size):
+            chunk = list(texts[start : start + batch_size])
+            enc = tok(chunk, return_tensors="pt", padding=True, add_special_tokens=True)
+            ids, mask = enc["input_ids"].to(model.device), enc["attention_mask"].to(model.device)
+            logits = model.bridge(ids, attention_mask=mask).float()
+            logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:, None])[..., 0]
+            m = mask[:, 1:].float() * mask[:, :-1].float()
+            out.extend(((-logp * m).sum(1) / m.sum(1)).cpu().tolist())
+    return np.asarray(out)
+
+
+def arithmetic_items(n: int = 40, seed: int = 0) -> list[tuple[str, int]]:
+    """``n`` deterministic one-digit-answer questions ``("What is 3 + 4?", 7)``: sums and differences of
+    one-digit numbers with an answer in 0..9 (so every candidate answer is one token)."""
+    rng = random.Random(seed)
+    pool = [(f"What is {a} + {b}?", a + b) for a in range(10) for b in range(10) if a + b <= 9]
+    pool += [(f"What is {a} - {b}?", a - b) for a in range(10) for b in range(10) if a >= b]
+    rng.shuffle(pool)
+    return pool[:n]
+
+
+def _arith_prompt(model: LoadedModel, question: str) -> tuple[str, str]:
+    """The prompt and the prefix of the digit tokens (chat: reply starts fresh; plain: after ``Answer:``)."""
+    user = f"{question} Reply with the number only."
+    if model.chat:
+        text = model.tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+        return text, ""
+    return f"{user}\nAnswer:", " "
+
+
+def arithmetic_accuracy(model: LoadedModel, items: Sequence[tuple[str, int]] | None = None, *, batch_size: int = 16) -> np.ndarray:
+    """Per item 1/0: is the right digit the highest-logit of the ten digit tokens at the next position?
+
+    Our general-ability check (not yes/no): chance is 0.1."""
+    items = list(items if items is not None else arithmetic_items())
+    tok = model.tokenizer
+    prefix = _arith_prompt(model, items[0][0])[1]
+    digit_ids = []
+    for d in range(10):
+        ids = tok(f"{prefix}{d}", add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"digit {prefix}{d!s} is not one token for {model.name!r}: {ids}")
+        digit_ids.append(ids[0])
+    digit_t = torch.tensor(digit_ids, device=model.device)
+    correct = []
+    with torch.no_grad():
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            texts = [_arith_prompt(model, q)[0] for q, _ in chunk]
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not model.chat)
+            logits = model.bridge(enc["input_ids"].to(model.device), attention_mask=enc["attention_mask"].to(model.device))
+            pick = logits[:, -1, digit_t].argmax(-1).cpu()
+            correct.extend((pick == torch.tensor([a for _, a in chunk])).int().tolist())
+    return np.asarray(correct)
+
+
+def general_ability(model: LoadedModel) -> dict[str, np.ndarray]:
+    """``{"lm_loss": per-text NLL, "arith_accuracy": per-item 0/1}`` with whatever adapters are attached."""
+    return {"lm_loss": lm_loss(model), "arith_accuracy": arithmetic_accuracy(model)}
+
+
+# ---------------------------------------------------------------------------------------------- threshold baseline
+
+
+def fit_threshold(labels: Sequence[int] | np.ndarray, p_yes: Sequence[float] | np.ndarray) -> float:
+    """The decision threshold on ``p_yes`` (predict yes when ``p_yes > t``) that maximises balanced accuracy
+    on these examples; ties go to the threshold with the smallest ``|pr_gap|``, then the one nearest 0.5."""
+    y = np.asarray(labels, int)
+    p = np.asarray(p_yes, float)
+    if not ((y == 1).any() and (y == 0).any()):
+        raise ValueError("fitting a threshold needs both labels")
+    u = np.unique(p)
+    cands = np.concatenate([[u[0] - 1e-9], (u[:-1] + u[1:]) / 2, [u[-1]]]) if len(u) > 1 else np.array([u[0] - 1e-9, u[0]])
+    best, best_key = 0.5, None
+    for t in cands:
+        pred = p > t
+        tpr = (pred & (y == 1)).sum() / (y == 1).sum()
+        tnr = (~pred & (y == 0)).sum() / (y == 0).sum()
+        gap = bias_metrics(y, p, float(t))["pr_gap"]
+        key = (round((tpr + tnr) / 2, 12), -(abs(gap) if not math.isnan(gap) else 1.0), -abs(t - 0.5))
+        if best_key is None or key > best_key:
+            best, best_key = float(t), key
+    return best
+
+
+# ---------------------------------------------------------------------------------------------- comparison
+
+
+@dataclass
+class ComparisonResult:
+    """Before/after and baselines side by side.
+
+    ``frame``: one row per (method, dataset, metric) with ``value, ci_low, ci_high, n_params, seconds``.
+    Methods: ``base`` (no change), ``threshold`` (fitted decision threshold, no training), ``nasa``,
+    ``random`` (the same number of random heads), ``all`` (every head's q and k rows). Datasets: the
+    evaluation sets by name plus ``neutral-text`` (metric ``lm_loss``) and ``arith-next-token`` (metric
+    ``arith_accuracy``). NAS of each method's trained heads is in metrics ``nas_heads_before`` /
+    ``nas_heads_after`` (mean over the heads and examples, 95% normal interval).
+    """
+
+    frame: pd.DataFrame
+    train_results: dict[str, TrainResult] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        return self.frame.copy()
+
+    def table(self, metrics: Sequence[str] = ("pr_gap", "recall", "accuracy", "auroc"), *, with_ci: bool = False) -> pd.DataFrame:
+        """Wide: rows ``(dataset, method)``, columns the metrics (and ``n_params``, ``seconds``)."""
+        df = self.frame[self.frame.metric.isin(metrics)].copy()
+        if with_ci:
+            df["value"] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" for v, lo, hi in zip(df.value, df.ci_low, df.ci_high)]
+        wide = df.pivot_table(index=["dataset", "method"], columns="metric", values="value", aggfunc="first")
+        wide = wide[[m for m in metrics if m in wide.columns]]
+        extra = self.frame.groupby("method")[["n_params", "seconds"]].first()
+        wide = wide.join(extra, on="method")
+        order = {m: i for i, m in enumerate(self.meta.get("methods", []))}
+        return wide.reset_index().sort_values(["dataset", "method"], key=lambda s: s.map(order) if s.name == "method" else s).reset_index(drop=True)
+
+    def save(self, out_dir: str | Path, model: LoadedModel | None = None) -> Path:
+        """Write ``comparison.csv`` and ``comparison.json`` (and each trained adapter under ``adapters/METHOD``
+        when ``model`` is given)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / "comparison.csv") as tmp:
+            self.frame.to_csv(tmp, index=False)
+        write_json(out / "comparison.json", {"thresholds": self.thresholds, "meta": self.meta})
+        if model is not None:
+            for method, res in self.train_results.items():
+                res.save(out / "adapters" / method, model)
+        return out
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> ComparisonResult:
+        out = Path(out_dir)
+        meta = read_json(out / "comparison.json")
+        return cls(frame=pd.read_csv(out / "comparison.csv"), thresholds=meta.get("thresholds", {}), meta=meta.get("meta", {}))
+
+
+def _rows_from_eval(method: str, dataset: str, res: EvalResult, n_params: int, seconds: float) -> list[dict[str, Any]]:
+    return [
+        {"method": method, "dataset": dataset, "metric": k, "value": res.metrics[k], "ci_low": res.ci[k][0],
+         "ci_high": res.ci[k][1], "n_params": n_params, "seconds": seconds}
+        for k in METRIC_KEYS
+    ]
+
+
+def _mean_row(method: str, dataset: str, metric: str, values: np.ndarray, n_params: int, seconds: float) -> dict[str, Any]:
+    v = np.asarray(values, float)
+    mean = float(v.mean()) if len(v) else math.nan
+    half = 1.96 * float(v.std(ddof=1)) / math.sqrt(len(v)) if len(v) > 1 else math.nan
+    return {"method": method, "dataset": dataset, "metric": metric, "value": mean, "ci_low": mean - half,
+            "ci_high": mean + half, "n_params": n_params, "seconds": seconds}
+
+
+def _nas_of_heads(model: LoadedModel, examples: Sequence[Any], heads: Sequence[Head], fmt: PromptFormat, positions: str, batch_size: int) -> np.ndarray:
+    """Per example, the mean NAS over ``heads`` (one no-grad forward per batch, only their layers hooked)."""
+
+    layers = sorted({layer for layer, _ in heads})
+    li = {layer: i for i, layer in enumerate(layers)}
+    out = np.full(len(examples), np.nan)
+    for idx, batch in iter_batches(model, list(examples), fmt, batch_size):
+        nas = nas_for_batch(model, batch, positions=positions, layers=layers)  # [example, layer, head]
+        sel = torch.stack([nas[:, li[layer], h] for layer, h in heads], dim=-1)
+        out[idx] = sel.mean(-1).cpu().double().numpy()
+    return out
+
+
+def compare_methods(
+    model: LoadedModel,
+    train: Sequence[Any],
+    eval_sets: Mapping[str, Sequence[Any]],
+    config: NASAConfig | None = None,
+    *,
+    val: Sequence[Any] | None = None,
+    methods: Sequence[str] = ("base", "threshold", "nasa", "random", "all"),
+    nas_sets: Sequence[str] | None = None,
+    nas_limit: int = 48,
+    general: bool = True,
+    n_boot: int = 1000,
+    random_seed: int = 0,
+    all_train_k: bool = True,
+    ranking: np.ndarray | None = None,
+    threshold_limit: int | None = 128,
+    progress: bool = True,
+) -> ComparisonResult:
+    """Train NASA and the baselines with the same data and step budget; evaluate every method everywhere.
+
+    Args:
+        model: the base model.
+        train / val: training and validation examples (the same for every trained method).
+        eval_sets: ``{name: examples}``: held-out splits of the training data and datasets never trained on.
+        config: the NASA run; ``random`` uses the same config with as many random heads as ``nasa`` selected
+            (``random:K:random_seed``), ``all`` every head (and their key rows when ``all_train_k``).
+        methods: any of ``base``, ``threshold``, ``nasa``, ``random``, ``all`` (in that order in the table).
+        nas_sets: eval sets on which the NAS of each method's heads is measured before/after (default:
+            all), on the first ``nas_limit`` examples.
+        general: also measure the LM loss on :data:`NEUTRAL_TEXT` and the arithmetic accuracy.
+        n_boot: bootstrap resamples for the metric intervals.
+        ranking: a ``[layer, head]`` mean-NAS array for ``nasa``'s ``top:K`` (else scanned on ``train``).
+        threshold_limit: the ``threshold`` baseline is fitted on the first N training examples (None: all).
+    """
+    cfg = config or NASAConfig()
+    known = ("base", "threshold", "nasa", "random", "all")
+    bad = [m for m in methods if m not in known]
+    if bad:
+        raise ValueError(f"unknown methods {bad}; known: {list(known)}")
+    fmt = PromptFormat.named(cfg.format)
+    train = list(train)
+    rows: list[dict[str, Any]] = []
+    results: dict[str, TrainResult] = {}
+    thresholds: dict[str, float] = {}
+    base_evals: dict[str, EvalResult] = {}
+    nas_sets = list(eval_sets) if nas_sets is None else list(nas_sets)
+
+    def eval_all(method: str, n_params: int, seconds: float) -> dict[str, EvalResult]:
+        evals = {}
+        for name, ds in eval_sets.items():
+            res = evaluate(model, ds, fmt, batch_size=cfg.eval_batch_size, n_boot=n_boot, seed=cfg.seed, progress=progress)
+            evals[name] = res
+            rows.extend(_rows_from_eval(method, name, res, n_params, seconds))
+        if general:
+            g = general_ability(model)
+            rows.append(_mean_row(method, "neutral-text", "lm_loss", g["lm_loss"], n_params, seconds))
+            rows.append(_mean_row(method, "arith-next-token", "arith_accuracy", g["arith_accuracy"], n_params, seconds))
+        return evals
+
+    if "base" in methods or "threshold" in methods:
+        base_evals = eval_all("base", 0, 0.0)
+    if "threshold" in methods:
+        t0 = time.perf_counter()
+        fit_rows = train[:threshold_limit] if threshold_limit else train
+        p, _ = predict(model, fit_rows, fmt, batch_size=cfg.eval_batch_size, progress=progress, desc="threshold fit")
+        y = np.array([1 if ex.label == "yes" else 0 for ex in fit_rows])
+        t = fit_threshold(y, p)
+        seconds = time.perf_counter() - t0
+        thresholds["threshold"] = t
+        for name, res in base_evals.items():
+            r2 = result_from_predictions(res.ids, res.labels, res.p_yes, res.logit_diff, threshold=t, n_boot=n_boot,
+                                         seed=cfg.seed, model=res.model, dataset=res.dataset, format=res.format)
+            rows.extend(_rows_from_eval("threshold", name, r2, 1, seconds))
+        if general:  # a threshold does not change the model
+            rows.extend({**r, "method": "threshold", "n_params": 1, "seconds": seconds}
+                        for r in list(rows) if r["method"] == "base" and r["dataset"] in ("neutral-text", "arith-next-token"))
+        if "base" not in methods:
+            rows[:] = [r for r in rows if r["method"] != "base"]
+
+    k_heads: int | None = None
+    for method in ("nasa", "random", "all"):
+        if method not in methods:
+            continue
+        if method == "nasa":
+            mcfg = cfg
+        elif method == "random":
+            if k_heads is None:
+                k_heads = len(select_heads(model, cfg.heads if cfg.heads != "incremental" else "top:1", train, fmt=fmt, ranking=ranking,
+                                           scan_limit=cfg.scan_limit)[0])
+            mcfg = cfg.replace(heads=f"random:{k_heads}:{random_seed}")
+        else:
+            mcfg = cfg.replace(heads="all", train_k=all_train_k or cfg.train_k)
+        logger.info("compare: training %s (%s)", method, mcfg.heads)
+        res = train_nasa(model, train, val, mcfg, ranking=ranking if method == "nasa" else None)
+        if method == "nasa":
+            k_heads = len(res.heads)
+            ranking = res.ranking if ranking is None else ranking
+        results[method] = res
+        nas_before = {name: _nas_of_heads(model, list(eval_sets[name])[:nas_limit], res.heads, fmt, cfg.nas_positions, cfg.eval_batch_size) for name in nas_sets}
+        with res.adapter.applied(model):
+            eval_all(method, res.n_params, res.seconds)
+            for name in nas_sets:
+                after = _nas_of_heads(model, list(eval_sets[name])[:nas_limit], res.heads, fmt, cfg.nas_positions, cfg.eval_batch_size)
+                rows.append(_mean_row(method, name, "nas_heads_before", nas_before[name], res.n_params, res.seconds))
+                rows.append(_mean_row(method, name, "nas_heads_after", after, res.n_params, res.seconds))
+    frame = pd.DataFrame(rows, columns=["method", "dataset", "metric", "value", "ci_low", "ci_high", "n_params", "seconds"])
+    meta = {
+        "model": model.name,
+        "methods": [m for m in known if m in methods],
+        "config": cfg.to_dict(),
+        "n_train": len(train),
+        "n_val": len(val or []),
+        "eval_sets": {k: len(v) for k, v in eval_sets.items()},
+        "heads": {m: [format_head(h) for h in r.heads] for m, r in results.items()},
+        "key_groups": {m: [format_head(g) for g in r.key_groups] for m, r in results.items()},
+    }
+    return ComparisonResult(frame=frame, train_results=results, thresholds=thresholds, meta=meta)

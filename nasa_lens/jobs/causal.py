@@ -1,0 +1,79 @@
+"""The causal jobs: ``nasa-lens ablate`` (metrics before / after ablating a head set) and ``nasa-lens patch``
+(per-head activation patching on counterfactual pairs, with its heatmap)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasa_lens.causal.config import AblationConfig, PatchingConfig
+from nasa_lens.jobs.common import DataSpec, ModelSpec
+from nasa_lens.vocab import PATCHING_HEATMAP_FILE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nasa_lens.causal import AblationResult, PatchingResult
+
+__all__ = ["AblateJob", "PatchJob", "run_ablate", "run_patch"]
+
+
+@dataclass
+class AblateJob:
+    """What ``nasa-lens ablate`` reads besides the :class:`AblationConfig`."""
+
+    nas: str | None = field(
+        default=None,
+        metadata={"help": "a scan folder (or its nas.csv) whose ranking top:K / bottom:K use; default: scan the data first"},
+    )
+
+
+@dataclass
+class PatchJob:
+    """What ``nasa-lens patch`` writes besides the :class:`PatchingConfig` results."""
+
+    png: bool = field(default=True, metadata={"help": "also write the heatmap as PNG (needs a Chromium)"})
+
+
+def _needs_ranking(spec: Any) -> bool:
+    return isinstance(spec, str) and spec.split(":")[0].strip() in ("top", "bottom")
+
+
+def run_ablate(
+    cfg: AblationConfig, out_dir: str | Path, *, model: ModelSpec | Any, data: DataSpec | Any, job: AblateJob | None = None
+) -> AblationResult:
+    """Ablate ``cfg.heads`` (ranked by ``job.nas``, else by a scan of the data) and write ``metrics.json``
+    and ``predictions.csv`` into ``out_dir``."""
+    from nasa_lens import causal
+
+    job = job or AblateJob()
+    model = model.load() if isinstance(model, ModelSpec) else model
+    data = data.load() if isinstance(data, DataSpec) else data
+    ranking = None
+    if _needs_ranking(cfg.heads):
+        if job.nas:
+            ranking = causal.ranking_from_csv(job.nas)
+        else:
+            from nasa_lens.nas import scan_nas
+            from nasa_lens.prompts import PromptFormat
+
+            ranking = scan_nas(model, data, PromptFormat.named(cfg.format), batch_size=cfg.batch_size).mean
+    result = causal.ablate(model, data, cfg, ranking=ranking)
+    result.save(Path(out_dir))
+    return result
+
+
+def run_patch(
+    cfg: PatchingConfig, out_dir: str | Path, *, model: ModelSpec | Any, data: DataSpec | Any, job: PatchJob | None = None
+) -> tuple[PatchingResult, list[Path]]:
+    """Patch every head on the pairs of ``cfg``; write ``patching.csv`` and the heatmap. Returns the result
+    and the figure files written."""
+    from nasa_lens import causal
+    from nasa_lens.plots import save_figure
+    from nasa_lens.plots.causal import patching_heatmap
+
+    job = job or PatchJob()
+    model = model.load() if isinstance(model, ModelSpec) else model
+    data = data.load() if isinstance(data, DataSpec) else data
+    result = causal.patch_heads(model, data, cfg)
+    out = result.save(Path(out_dir))
+    written = save_figure(patching_heatmap(result), out / PATCHING_HEATMAP_FILE, png=job.png)
+    return result, written

@@ -1,0 +1,56 @@
+"""The eval job (``nasa-lens eval``): bias metrics of a model (with an optional adapter) on a dataset."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasa_lens.jobs.common import DataSpec, ModelSpec
+from nasa_lens.vocab import FORMATS, InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nasa_lens.evaluate import EvalResult
+
+__all__ = ["EvalConfig", "run_eval"]
+
+
+@dataclass
+class EvalConfig:
+    """How ``nasa-lens eval`` evaluates (the model and data are a :class:`ModelSpec` / :class:`DataSpec`)."""
+
+    format: str = field(default="yes-no", metadata={"help": "prompt format", "choices": FORMATS})
+    batch_size: int = field(default=16, metadata={"help": "examples per forward"})
+    threshold: float = field(default=0.5, metadata={"help": "predict yes when p_yes > threshold"})
+    n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the confidence intervals"})
+    seed: int = field(default=0, metadata={"help": "bootstrap seed"})
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise InputError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not 0 < self.threshold < 1:
+            raise InputError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.n_boot < 0:
+            raise InputError(f"n_boot must be >= 0, got {self.n_boot}")
+
+
+def run_eval(
+    cfg: EvalConfig,
+    out_dir: str | Path,
+    *,
+    model: ModelSpec | Any,
+    data: DataSpec | Any,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate and write ``metrics.json`` and ``predictions.csv`` into ``out_dir``. ``model`` / ``data`` are
+    specs (loaded here) or an already loaded model / dataset."""
+    from nasa_lens.evaluate import evaluate
+    from nasa_lens.prompts import PromptFormat
+
+    model = model.load() if isinstance(model, ModelSpec) else model
+    data = data.load() if isinstance(data, DataSpec) else data
+    result = evaluate(model, data, PromptFormat.named(cfg.format), batch_size=cfg.batch_size, threshold=cfg.threshold,
+                      n_boot=cfg.n_boot, seed=cfg.seed, progress=progress)
+    result.save(Path(out_dir))
+    return result

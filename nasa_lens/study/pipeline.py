@@ -1,0 +1,283 @@
+"""The study pipeline: the plan of stages (each with the exact config it reads), running it through the
+stage cache, and the finished :class:`StudyResult`.
+
+against controls -> NASA fine-tune -> after-report and generalisation -> report, for one or more models.
+
+Every stage is cached and resumable (:mod:`nasa_lens.stages`): its output folder under ``OUT/stages/`` is keyed
+by the config it reads, the keys of its upstream stages and the package version, so a second run reuses
+every finished stage, a config change re-runs exactly the stages downstream of it, and an interrupted run
+resumes at the first unfinished stage (the fine-tune from its last checkpoint).
+
+Stages, per model ``M`` (``STAGE_ORDER``)::
+
+    bias@M        metrics with bootstrap intervals on the test split of every dataset     (data, bias)
+    nas@M         NAS of every head on the train split                                    (data, nas)
+    conditions@M  the NAS ranking under other prompt formats / datasets, correlations     (conditions; nas@M)
+    ablation@M    yes-rate when the top-k NAS heads are ablated, vs random / bottom heads  (ablation; nas@M)
+    finetune@M    NASA fine-tune of the flagged heads, checkpointed                       (finetune; nas@M)
+    after@M       the bias report again with the adapter, paired deltas                   (bias; finetune@M, bias@M)
+    report        side-by-side figures, CSVs and results.json                             (report; everything)
+
+Then, always (cheap, no model): ``OUT/report.md``, ``OUT/results.json``, ``OUT/*.csv``, ``OUT/timings.json``
+and the figures copied to ``figures_dir`` (HTML, and PNG when a Chromium exists).
+
+    >>> from nasa_lens.config import StudyConfig
+    >>> from nasa_lens.study import run_study
+    >>> result = run_study(StudyConfig.quick(), "results/quick")     # doctest: +SKIP
+    >>> print(result.summary())                                      # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from nasa_lens.config import StudyConfig
+from nasa_lens.io import atomic_path, read_json, write_json, write_text
+from nasa_lens.study.stages import StageOutput, StageStore
+
+from nasa_lens.study.common import (
+    REPORT_FILE,
+    RESULTS_FILE,
+    STAGES_DIR,
+    TIMINGS_FILE,
+    _fmt,
+    _stage_name,
+    _version,
+    bias_frame,
+)
+from nasa_lens.study.steps import STAGE_FUNCTIONS, StudyEnv, nasa_config
+
+logger = logging.getLogger("nasa_lens.study")
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """One stage of the plan: its name, kind, model, the inputs hashed into its key and its upstream names."""
+
+    name: str
+    kind: str
+    model: str | None
+    inputs: dict[str, Any]
+    upstream: tuple[str, ...]
+
+
+def _stage_name(kind: str, model: str | None) -> str:
+    return kind if model is None else f"{kind}@{model}"
+
+
+def plan_stages(cfg: StudyConfig) -> list[PlannedStage]:
+    """The stages of a study in run order, each with the exact config it reads (see the module docstring)."""
+    d = cfg.data
+    env = StudyEnv(cfg)
+    common = {"seed": cfg.seed, "batch_size": cfg.batch_size, "device": cfg.device, "format": d.format}
+    test_specs = [d.spec(ds, "test", d.test_limit, cfg.seed) for ds in d.eval_datasets]
+    nasa_options = None
+    if cfg.finetuned_models():  # resolved and validated now, before any stage runs
+        nasa_options = {k: v for k, v in nasa_config(cfg).to_dict().items() if k != "progress"}
+    plan: list[PlannedStage] = []
+    for m in cfg.models:
+        name = lambda kind: _stage_name(kind, m)  # noqa: E731
+        plan.append(PlannedStage(name("bias"), "bias", m, {"model": m, **common, "data": test_specs, "bias": cfg.section("bias")}, ()))
+        plan.append(
+            PlannedStage(
+                name("nas"), "nas", m,
+                {"model": m, **common, "data": d.spec(d.dataset, "train", env.n_nas, cfg.seed), "nas": cfg.section("nas")}, (),
+            )
+        )
+        c = cfg.conditions
+        plan.append(
+            PlannedStage(
+                name("conditions"), "conditions", m,
+                {
+                    "model": m, **common, "conditions": cfg.section("conditions"), "positions": cfg.nas.positions,
+                    "data": [d.spec(ds, "train", c.limit, cfg.seed) for ds in [d.dataset, *c.datasets]],
+                },
+                (name("nas"),),
+            )
+        )
+        plan.append(
+            PlannedStage(
+                name("ablation"), "ablation", m,
+                {"model": m, **common, "ablation": cfg.section("ablation"), "threshold": cfg.bias.threshold,
+                 "n_boot": cfg.bias.n_boot, "data": d.spec(d.dataset, "test", env.n_ablation, cfg.seed)},
+                (name("nas"),),
+            )
+        )
+        if m in cfg.finetuned_models():
+            plan.append(
+                PlannedStage(
+                    name("finetune"), "finetune", m,
+                    {"model": m, **common, "val_fraction": cfg.finetune.val_fraction, "nasa": nasa_options,
+                     "data": d.spec(d.dataset, "train", d.train_limit, cfg.seed)},
+                    (name("nas"),),
+                )
+            )
+            plan.append(
+                PlannedStage(
+                    name("after"), "after", m,
+                    {"model": m, **common, "data": test_specs, "bias": cfg.section("bias")},
+                    (name("finetune"), name("bias")),
+                )
+            )
+    plan.append(
+        PlannedStage("report", "report", None, {"report": cfg.section("report"), "models": list(cfg.models)},
+                     tuple(p.name for p in plan))
+    )
+    return plan
+
+
+# ============================================================================================ stages
+
+
+@dataclass
+class StudyResult:
+    """A finished study.
+
+    Attributes:
+        out_dir: where report.md, results.json, the CSVs and ``stages/`` are.
+        figures_dir: where the figures were copied.
+        config: the config it ran.
+        stages: every finished stage by name (``.cached`` says whether this run reused it).
+        results: what ``results.json`` holds.
+        figures: the figure files in ``figures_dir``.
+    """
+
+    out_dir: Path
+    figures_dir: Path
+    config: StudyConfig
+    stages: dict[str, StageOutput]
+    results: dict[str, Any]
+    figures: list[Path] = field(default_factory=list)
+
+    @property
+    def executed(self) -> list[str]:
+        """The stages this run computed (not found in the cache)."""
+        return [n for n, s in self.stages.items() if not s.cached]
+
+    @property
+    def cached(self) -> list[str]:
+        return [n for n, s in self.stages.items() if s.cached]
+
+    @property
+    def report_path(self) -> Path:
+        return self.out_dir / REPORT_FILE
+
+    def timings_frame(self) -> pd.DataFrame:
+        """One row per stage: ``stage, kind, model, seconds, cpu_seconds, cached`` (the times of the run that
+        computed it)."""
+        rows = []
+        for name, s in self.stages.items():
+            kind, _, model = name.partition("@")
+            rows.append({"stage": name, "kind": kind, "model": model or None, "seconds": s.seconds,
+                         "cpu_seconds": s.cpu_seconds, "cached": s.cached})
+        return pd.DataFrame(rows)
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Long format bias metrics: ``model, dataset, phase, metric, value, ci_low, ci_high, n``."""
+        return bias_frame(self.results)
+
+    def summary(self) -> str:
+        lines = [f"study in {self.out_dir} ({len(self.executed)} stages run, {len(self.cached)} reused)"]
+        for model, r in self.results.get("models", {}).items():
+            main = self.config.data.dataset
+            b = r.get("bias", {}).get("datasets", {}).get(main)
+            if b:
+                lines.append(f"  {model} on {main}: accuracy {b['accuracy']:.3f}, recall {b['recall']:.3f}, "
+                             f"yes-rate {b['yes_rate']:.3f}, precision-recall gap {_fmt(b['pr_gap'])}")
+            a = r.get("after", {}).get("datasets", {}).get(main)
+            if a:
+                m = a["after"]
+                lines.append(f"    after NASA: accuracy {m['accuracy']:.3f}, recall {m['recall']:.3f}, yes-rate {m['yes_rate']:.3f}")
+        lines.append(f"report: {self.report_path}")
+        return "\n".join(lines)
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> StudyResult:
+        """Read a finished study folder (``results.json`` and the stage index in ``timings.json``)."""
+        out = Path(out_dir)
+        results = read_json(out / RESULTS_FILE)
+        cfg = StudyConfig.from_dict(results["config"], source=str(out / RESULTS_FILE))
+        timings = read_json(out / TIMINGS_FILE)
+        stages = {
+            t["stage"]: StageOutput(t["stage"], t["key"], out / STAGES_DIR / t["folder"],
+                                    read_json(out / STAGES_DIR / t["folder"] / "done.json")["summary"], True, t["seconds"],
+                                    float(t.get("cpu_seconds") or float("nan")))
+            for t in timings["stages"]
+        }
+        figures_dir = Path(timings.get("figures_dir", out / "figures"))
+        return cls(out, figures_dir, cfg, stages, results, sorted(figures_dir.glob("*.*")) if figures_dir.is_dir() else [])
+
+
+def run_study(
+    cfg: StudyConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    figures_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> StudyResult:
+    """Run (or resume) the study ``cfg`` into ``out_dir``; copy the figures into ``figures_dir``
+    (default ``out_dir/figures``). See the module docstring for the stages and files."""
+    out = Path(out_dir)
+    figs = Path(figures_dir) if figures_dir is not None else out / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    store = StageStore(out / STAGES_DIR, _version())
+    env = StudyEnv(cfg, progress=progress)
+    done: dict[str, StageOutput] = {}
+    plan = plan_stages(cfg)
+    t0 = time.perf_counter()
+    for i, st in enumerate(plan):
+        upstream = [done[u] for u in st.upstream]
+        fn = STAGE_FUNCTIONS[st.kind]
+        logger.info("[%d/%d] %s", i + 1, len(plan), st.name)
+        done[st.name] = store.run(st.name, st.inputs, upstream, lambda ctx, fn=fn, st=st: fn(env, st.model, ctx))
+        if st.model is not None and not any(p.model == st.model for p in plan[i + 1:]):
+            env.drop_model(st.model)  # its last stage: free the memory
+    results = done["report"].summary
+    figures = _publish(cfg, out, figs, done, results)
+    write_json(
+        out / TIMINGS_FILE,
+        {
+            "total_seconds_this_run": time.perf_counter() - t0,
+            "figures_dir": str(figs),
+            "stages": [
+                {"stage": n, "key": s.key, "folder": s.path.name, "seconds": s.seconds, "cpu_seconds": s.cpu_seconds,
+                 "cached": s.cached}
+                for n, s in done.items()
+            ],
+        },
+    )
+    result = StudyResult(out, figs, cfg, done, results, figures)
+    from nasa_lens.study.report import report_markdown
+
+    write_text(out / REPORT_FILE, report_markdown(result))
+    logger.info("study finished: %s", out / REPORT_FILE)
+    return result
+
+
+def _publish(cfg: StudyConfig, out: Path, figs: Path, done: dict[str, StageOutput], results: dict[str, Any]) -> list[Path]:
+    """Copy the report stage's results.json, CSVs and figures to their public places (atomically)."""
+    report = done["report"].path
+    write_json(out / RESULTS_FILE, results)
+    for csv in sorted((report / "tables").glob("*.csv")):
+        _copy(csv, out / csv.name)
+    written = []
+    for fig in sorted((report / "figures").glob("*")):
+        if fig.suffix in (".html", ".png") or fig.name == "plotly.min.js":  # the HTML figures share that bundle
+            written.append(_copy(fig, figs / fig.name))
+    return written
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return dst
+
+
+# ============================================================================================ report

@@ -1,0 +1,162 @@
+"""The floor plan, checked: no import cycle anywhere in the package (function-level imports included) and
+the layering: library modules never import the layers above them (jobs, study, cli, commands), ``nas``
+imports neither plots, models, datasets nor the fine-tune, and the CLI parser is built without torch."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import nasa_lens
+
+PACKAGE = Path(nasa_lens.__file__).parent
+TOP = ("nasa_lens.jobs", "nasa_lens.study", "nasa_lens.cli", "nasa_lens.commands")
+"""The layers that may use anything; nothing below them may import them."""
+SHIMS = {"nasa_lens.stages": "nasa_lens.study.stages"}
+"""Old import paths kept as re-exports of their new home (they import nothing else)."""
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _resolve(name: str, modules: dict[str, Path]) -> str | None:
+    """The package module ``name`` refers to (``a.b.c`` may be the attribute ``c`` of module ``a.b``)."""
+    while name:
+        if name in modules:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """Every package module ``module`` imports: at the top, inside functions, under TYPE_CHECKING excluded
+    (annotations only), ``importlib.import_module("...")`` with a literal name included."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    type_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            type_only.update(id(n) for child in node.body for n in ast.walk(child))
+    is_pkg = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in type_only:
+            continue
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = module.split(".") if is_pkg else module.split(".")[:-1]
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, base] if base else anchor)
+            names = [f"{base}.{a.name}" for a in node.names] + [base]
+        elif (isinstance(node, ast.Call) and ast.unparse(node.func).endswith("import_module") and node.args
+              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names = [node.args[0].value]
+        for name in names:
+            target = _resolve(name, modules)
+            if target and target != module and not module.startswith(target + "."):
+                found.add(target)
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {m: _imports(m, p, modules) for m, p in modules.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_the_checker_sees_function_level_imports_and_cycles():
+    modules = {"nasa_lens.a": Path("a.py"), "nasa_lens.b": Path("b.py")}
+    assert _cycles({"nasa_lens.a": {"nasa_lens.b"}, "nasa_lens.b": {"nasa_lens.a"}}) == [["nasa_lens.a", "nasa_lens.b"]]
+    assert _cycles({"nasa_lens.a": {"nasa_lens.b"}, "nasa_lens.b": set()}) == []
+    assert _resolve("nasa_lens.b.thing", modules) == "nasa_lens.b"
+
+
+def test_no_import_cycle(graph):
+    assert _cycles(graph) == []
+
+
+def test_graph_has_the_known_edges(graph):
+    # sanity: the walker finds top-level and function-level imports
+    assert "nasa_lens.nas" in graph["nasa_lens.finetune.train"]  # top level
+    assert "nasa_lens.nas" in graph["nasa_lens.jobs.scan"]  # inside run_scan
+
+
+def test_library_modules_never_import_the_top_layers(graph):
+    bad = {
+        m: sorted(t for t in deps if t.startswith(TOP))
+        for m, deps in graph.items()
+        if not m.startswith(TOP) and m != "nasa_lens" and m not in SHIMS
+    }
+    assert all(graph[old] == {new} for old, new in SHIMS.items())
+    assert {m: d for m, d in bad.items() if d} == {}
+
+
+def test_nas_imports_no_plots_models_datasets_or_finetune(graph):
+    banned = ("nasa_lens.plots", "nasa_lens.models", "nasa_lens.datasets", "nasa_lens.finetune", "nasa_lens.nasa")
+    assert sorted(t for t in graph["nasa_lens.nas"] if t.startswith(banned)) == []
+
+
+def test_finetune_imports_nas_at_the_top():
+    tree = ast.parse((PACKAGE / "finetune" / "train.py").read_text())
+    top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)}
+    assert "nasa_lens.nas" in top
+
+
+def test_building_the_parser_imports_no_torch():
+    code = "import sys; from nasa_lens.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_modules_stay_small():
+    """No module over ~600 lines (the floor-plan goal); the list names any exception with its reason."""
+    allowed = {"nasa_lens.nas": "one idea: the NAS formula, hooks, result and its analyses"}
+    sizes = {m: len(p.read_text().splitlines()) for m, p in _modules().items()}
+    assert {m: n for m, n in sizes.items() if n > 600 and m not in allowed} == {}
