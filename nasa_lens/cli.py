@@ -6,7 +6,10 @@ import argparse
 import importlib
 import logging
 import sys
+import traceback
 from collections.abc import Sequence
+
+from nasa_lens.vocab import NasaLensError
 
 COMMAND_MODULES = (
     "nasa_lens.commands.basic",  # models, data, eval
@@ -36,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the exit code.
+
+    Errors by kind: bad input (a :class:`~nasa_lens.vocab.NasaLensError`) is one line
+    ``nasa-lens CMD: error: ...`` and exit code 2; any other exception is a bug or an environment failure
+    (a torch error, out of memory): one line ``nasa-lens CMD: internal error (TypeName): ...`` and exit code 1.
+    ``-v`` adds the traceback to stderr (the exit code stays the same). Ctrl-C exits with 130.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -44,12 +54,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
-        # Bad input: one clear line, no traceback (use -v to see it).
-        if args.verbose:
-            raise
-        print(f"nasa-lens {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except NasaLensError as exc:
+        return _report(args, f"error: {exc}", 2)
+    except Exception as exc:  # noqa: BLE001 - every other failure is reported as internal, never swallowed silently
+        return _report(args, f"internal error ({type(exc).__name__}): {exc}", 1)
+
+
+def _report(args: argparse.Namespace, message: str, code: int) -> int:
+    if args.verbose:
+        traceback.print_exc(file=sys.stderr)
+    print(f"nasa-lens {args.command}: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover
