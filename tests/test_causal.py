@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from nasa_lens import causal
+from nasa_lens.datasets import Example
 from nasa_lens.evaluate import bias_metrics, predict
 from nasa_lens.interventions import HeadAblation
 from nasa_lens.prompts import PromptFormat, build_batch
@@ -209,7 +210,8 @@ def test_attribution_tracks_exact_and_leaves_the_model_alone(model, examples, sw
 
 def test_attribution_zero_mode_is_first_order_exact_for_small_edits(model, examples):
     """Scaling a head's z by (1 - eps) changes the logit diff by eps * attribution(zero) to first order."""
-    at = causal.attribution_effects(model, examples[:2], progress=False)
+    swapped = examples[:2][::-1]  # attribution sees the two examples in the other order than the batch below
+    at = causal.attribution_effects(model, swapped, progress=False)
     eps = 1e-3
 
     def shrink(z, hook):
@@ -223,7 +225,9 @@ def test_attribution_zero_mode_is_first_order_exact_for_small_edits(model, examp
         edit = model.bridge.run_with_hooks(batch.input_ids, fwd_hooks=[("blocks.0.attn.hook_z", shrink)], **batch.forward_kwargs())[:, -1]
     y, n = batch.answer_yes_id, batch.answer_no_id
     change = ((edit[:, y] - edit[:, n]) - (clean[:, y] - clean[:, n])).double().numpy()
-    order = [examples[:2].index(e) for e in examples[:2]]
+    order = [swapped.index(e) for e in examples[:2]]  # batch row -> row of the attribution result
+    assert order == [1, 0]
+    assert abs(change[0] - change[1]) > 1e-3 * eps  # the two rows differ, so a wrong order would fail
     np.testing.assert_allclose(change / eps, at.per_example[order, 0, 1], rtol=0.05, atol=2e-3)
 
 
@@ -257,9 +261,7 @@ def test_patching_agrees_with_transformer_lens_on_an_unpadded_batch(model):
     """TransformerLens' generic_activation_patch works on a bridge only without padding; there it agrees."""
     from transformer_lens.patching import generic_activation_patch, layer_head_vector_patch_setter
 
-    from conftest import Ex
-
-    qs = [Ex("Is 7 a prime number?", "yes", "a"), Ex("Is 8 a prime number?", "no", "b")]
+    qs = [Example("Is 7 a prime number?", "yes", "a"), Example("Is 8 a prime number?", "no", "b")]
     pairs = causal.swap_pairs(qs)
     ours = causal.patch_head_outputs(model, pairs, progress=False)
     clean = build_batch(model, qs, pairs.clean_fmt)
@@ -288,11 +290,9 @@ def test_patching_result_normalisation_by_hand(tmp_path):
 
 
 def test_label_pairs_match_length_and_flip_the_label(model):
-    from conftest import Ex
-
-    qs = [Ex("Is 17 a prime number?", "yes", "prime-0000"), Ex("Is 15 a prime number?", "no", "prime-0001"),
-          Ex("Is 19 a prime number?", "yes", "prime-0002"), Ex("Is 21 a prime number?", "no", "prime-0003"),
-          Ex("Is 1000003 a prime number?", "yes", "prime-0004")]
+    qs = [Example("Is 17 a prime number?", "yes", "prime-0000"), Example("Is 15 a prime number?", "no", "prime-0001"),
+          Example("Is 19 a prime number?", "yes", "prime-0002"), Example("Is 21 a prime number?", "no", "prime-0003"),
+          Example("Is 1000003 a prime number?", "yes", "prime-0004")]
     pairs = causal.label_pairs(model, qs)
     assert len(pairs) == 2
     for c, x in zip(pairs.clean, pairs.corrupted):

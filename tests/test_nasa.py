@@ -12,9 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import QUESTIONS, Ex
+from conftest import QUESTIONS
 
 from nasa_lens.adapters import ADAPTER_FILE, ADAPTER_META_FILE, AdapterError, HeadAdapter, load_adapter, projection_module
+from nasa_lens.datasets import Example
 from nasa_lens.evaluate import answer_logits
 from nasa_lens.nasa import (
     NEUTRAL_TEXT,
@@ -37,7 +38,7 @@ from nasa_lens.prompts import build_batch
 
 # tiny-random: 2 layers, 4 query heads, 2 KV heads (group 0 = heads 0,1; group 1 = heads 2,3), d_head 16, d_model 64
 
-TRAIN = [Ex(q.question, q.label, f"{q.id}_{i}") for i, q in enumerate(QUESTIONS * 2)]
+TRAIN = [Example(q.question, q.label, f"{q.id}_{i}") for i, q in enumerate(QUESTIONS * 2)]
 VAL = list(QUESTIONS)
 
 
@@ -50,9 +51,14 @@ def small(**kw) -> NASAConfig:
 def model():
     from nasa_lens.models import load_model
 
-    m = load_model("tiny-random")
-    yield m
-    assert not hooks_remaining(m)
+    return load_model("tiny-random")
+
+
+def check_after_test(item) -> None:
+    """Run by conftest after every test of this module: a hook left on the shared model fails that test."""
+    m = item.funcargs.get("model")
+    if m is not None:
+        assert not hooks_remaining(m), f"{item.name} left hooks attached: {hooks_remaining(m)}"
 
 
 @pytest.fixture(scope="module")
@@ -496,7 +502,6 @@ def test_cli_finetune_writes_adapter_metrics_and_resumes(model, tmp_path, monkey
     from nasa_lens.adapters import attached_adapters
     from nasa_lens.cli import main
     from nasa_lens.datasets import write_jsonl
-    from nasa_lens.datasets.core import Example
 
     monkeypatch.setattr("nasa_lens.jobs.common.load_job_model", lambda name, **kw: model)  # no reload
     bigger = [Example(f"Is {a} bigger than {b}?", "yes" if a > b else "no", f"c{a}_{b}") for a in range(6) for b in range(6) if a != b]
@@ -541,3 +546,17 @@ def test_cli_defaults_mirror_the_config():
     fields = [f.name for f in dataclasses.fields(NASAConfig) if f.name != "betas"]
     assert {k: defaults[k] for k in fields} == {k: getattr(cfg, k) for k in fields}
     assert defaults["checkpoint_every"] == 0  # was 25 in a hand-written flag while the config said 0
+
+
+def test_a_leaked_hook_fails_the_test_that_leaked_it(model):
+    class Item:
+        name = "leaky"
+        funcargs = {"model": model}
+
+    handle = model.bridge.hook_dict["blocks.0.attn.hook_z"].add_hook(lambda z, hook: None)
+    try:
+        with pytest.raises(AssertionError, match="leaky left hooks attached"):
+            check_after_test(Item())
+    finally:
+        model.bridge.reset_hooks()
+    check_after_test(Item())

@@ -152,3 +152,13 @@ def test_save_figure_writes_png_with_a_real_browser(result, tmp_path):
     paths = save_figure(nas_heatmap(result), tmp_path / "fig", timeout=120)
     assert paths == [tmp_path / "fig.html", tmp_path / "fig.png"]
     assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_save_figure_html_is_byte_stable(result, tmp_path):
+    """The same figure written twice (even to two folders) gives identical HTML bytes: the div id is derived
+    from the file name, not drawn at random (so regenerated committed figures do not churn)."""
+    a = save_figure(nas_heatmap(result), tmp_path / "one" / "fig", png=False)[0]
+    b = save_figure(nas_heatmap(result), tmp_path / "two" / "fig", png=False)[0]
+    assert a.read_bytes() == b.read_bytes()
+    c = save_figure(nas_heatmap(result), tmp_path / "one" / "other name", png=False, include_plotlyjs="directory")[0]
+    assert 'id="nasa-lens-other-name"' in c.read_text()

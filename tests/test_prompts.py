@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from nasa_lens.datasets import Example
 from nasa_lens.evaluate import answer_logits, p_yes_from_logits
 from nasa_lens.prompts import PromptError, PromptFormat, answer_token_ids, build_batch, iter_batches, render_prompt
 
@@ -65,9 +66,7 @@ def test_literal_instruction_in_question(tiny):
 
 
 def test_context_goes_before_question(tiny):
-    from tests.conftest import Ex
-
-    text = render_prompt(tiny, Ex("Is it blue?", "yes", "c", context="The sky is blue."))
+    text = render_prompt(tiny, Example("Is it blue?", "yes", "c", context="The sky is blue."))
     assert "The sky is blue.\n\nIs it blue?\nAnswer with Yes or No." in text
 
 
@@ -88,9 +87,7 @@ def test_bad_templates_and_candidates_have_clear_errors(tiny):
     with pytest.raises(PromptError, match="must differ"):
         PromptFormat(positive="Yes", negative="Yes")
     with pytest.raises(PromptError, match="example 'x0'.*does not contain the candidate 'No'"):
-        from tests.conftest import Ex
-
-        build_batch(tiny, [Ex("Is it? Answer Yes.", "yes", "x0")], PromptFormat(template="{question}"))
+        build_batch(tiny, [Example("Is it? Answer Yes.", "yes", "x0")], PromptFormat(template="{question}"))
     with pytest.raises(PromptError, match="not one token"):
         build_batch(tiny, ["Is 7 prime?"], PromptFormat(positive="Absolutely", negative="No"))
     with pytest.raises(PromptError, match="unknown prompt format"):
