@@ -1,11 +1,14 @@
 # The two commands: `make demo` (the main job on the embedded model) and `make test` (the whole suite).
+# `make demo` writes only under results/ (git-ignored): a fresh clone stays clean. `make figures` reruns the
+# same study (cached stages are reused) and writes its figures into figures/, the committed copies; the HTML
+# is byte-stable for the same inputs (fixed div ids), so only changed figures show up in git.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.nasa-lens-setup
 
-.PHONY: setup demo test test-fast notebooks bench clean
+.PHONY: setup demo figures test test-fast notebooks bench clean
 
 setup: $(STAMP)
 
@@ -27,6 +30,9 @@ $(STAMP): pyproject.toml
 
 demo: setup
 	$(VENV)/bin/nasa-lens study --out results/study
+
+figures: setup
+	$(VENV)/bin/nasa-lens study --out results/study --figures figures
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider

@@ -548,3 +548,34 @@ def test_gemma3_builtin_uses_plain_prompts_and_matches_hugging_face() -> None:
     ref = hf[:, [batch.answer_yes_id, batch.answer_no_id]].float()
     assert torch.allclose(ours, ref, atol=1e-3), (ours, ref)
     assert bool((ours[0, 0] > ours[0, 1]).item())  # "Is Paris in France?" -> Yes
+
+
+def test_cli_study_writes_figures_under_out_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make demo` must leave the checkout clean: without --figures the figures go to OUT/figures, never to
+    the committed figures/ folder (`make figures` passes --figures figures explicitly)."""
+    from nasa_lens.cli import main
+
+    seen = {}
+
+    class Done:
+        def summary(self) -> str:
+            return "ok"
+
+        def timings_frame(self):
+            import pandas as pd
+
+            return pd.DataFrame()
+
+    def fake_run_study(cfg, out, *, figures_dir=None, progress=True):
+        seen["figures_dir"] = figures_dir
+        return Done()
+
+    monkeypatch.setattr(study, "run_study", fake_run_study)
+    assert main(["study", "--quick", "--model", "tiny-random", "--out", str(tmp_path / "o")]) == 0
+    assert seen["figures_dir"] is None  # run_study's default: OUT/figures
+    assert main(["study", "--quick", "--model", "tiny-random", "--out", str(tmp_path / "o"), "--figures", "figs"]) == 0
+    assert seen["figures_dir"] == "figs"
+    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    demo = makefile.split("\ndemo:")[1].split("\n\n")[0]
+    assert "--figures" not in demo and "--out results/" in demo
+    assert "--figures figures" in makefile.split("\nfigures:")[1].split("\n\n")[0]

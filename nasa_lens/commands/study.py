@@ -21,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", dest="models", action="append", default=None,
                    help="a model to study (repeat for several; replaces the config's models)")
     p.add_argument("--out", default=None, help="output folder (report.md, results.json, CSVs, stages/); required to run")
-    p.add_argument("--figures", default="figures", help="folder for the figures (HTML and PNG); default: figures")
+    p.add_argument("--figures", default=None,
+                   help="folder for the figures (HTML and PNG); default: OUT/figures (`make figures` writes the "
+                        "committed ones into figures/)")
     p.add_argument("--no-png", action="store_true", help="write figures as HTML only")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
