@@ -6,13 +6,11 @@ the negative-bias signature (high precision, low recall); ``yes_rate`` is the sh
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import InputError
+from nasa_lens.vocab import METRICS_FILE, PREDICTIONS_FILE, InputError
 
-import contextlib
-import json
 import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -243,16 +241,16 @@ class EvalResult:
         """Write ``metrics.json`` and ``predictions.csv`` (``id,label,p_yes,pred``) atomically."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "metrics.json", self.metrics_json())
-        with atomic_path(out / "predictions.csv") as tmp:
+        write_json(out / METRICS_FILE, self.metrics_json())
+        with atomic_path(out / PREDICTIONS_FILE) as tmp:
             self.to_dataframe().to_csv(tmp, index=False)
         return out
 
     @classmethod
     def load(cls, out_dir: str | Path) -> EvalResult:
         out = Path(out_dir)
-        meta = read_json(out / "metrics.json")
-        df = pd.read_csv(out / "predictions.csv", dtype={"id": str})
+        meta = read_json(out / METRICS_FILE)
+        df = pd.read_csv(out / PREDICTIONS_FILE, dtype={"id": str})
         labels = (df["label"] == "yes").to_numpy(int)
         return cls(
             ids=df["id"].tolist(),

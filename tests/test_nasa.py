@@ -553,7 +553,7 @@ def test_a_leaked_hook_fails_the_test_that_leaked_it(model):
         name = "leaky"
         funcargs = {"model": model}
 
-    handle = model.bridge.hook_dict["blocks.0.attn.hook_z"].add_hook(lambda z, hook: None)
+    model.bridge.hook_dict["blocks.0.attn.hook_z"].add_hook(lambda z, hook: None)
     try:
         with pytest.raises(AssertionError, match="leaky left hooks attached"):
             check_after_test(Item())

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from nasa_lens.evaluate import EvalResult, bias_metrics, result_from_predictions
@@ -33,6 +32,8 @@ from nasa_lens.causal.runner import (
     ranking_array,
     vector_metrics,
 )
+
+from nasa_lens.vocab import METRICS_FILE, PREDICTIONS_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
@@ -76,11 +77,11 @@ class AblationResult:
         """Write ``metrics.json`` and ``predictions.csv`` (per example: p_yes / logit diff before and after)."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "metrics.json", self.to_json())
+        write_json(out / METRICS_FILE, self.to_json())
         b, a = self.before.to_dataframe(), self.after.to_dataframe()
         frame = b.rename(columns={"p_yes": "p_yes_before", "pred": "pred_before", "logit_diff": "logit_diff_before"})
         frame["p_yes_after"], frame["pred_after"], frame["logit_diff_after"] = a["p_yes"], a["pred"], a["logit_diff"]
-        with atomic_path(out / "predictions.csv") as tmp:
+        with atomic_path(out / PREDICTIONS_FILE) as tmp:
             frame.to_csv(tmp, index=False)
         return out
 

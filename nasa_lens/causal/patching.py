@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from nasa_lens.heads import Head
 from nasa_lens.interventions import bridge_of, check_heads
 from nasa_lens.io import atomic_path, read_json, write_json
 from nasa_lens.prompts import PromptFormat, build_batch
-from nasa_lens.vocab import pattern_hook_name, z_hook_name
+from nasa_lens.vocab import PATCHING_FILE, pattern_hook_name, z_hook_name
 
 from nasa_lens.causal.config import CausalError, PatchingConfig
 from nasa_lens.causal.runner import _BatchRunner, _ids, _quantiles
@@ -188,7 +187,7 @@ class PatchingResult:
         """Write ``patching.csv`` (:meth:`to_dataframe`), ``patching.npz`` and ``patching.json``."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "patching.csv") as tmp:
+        with atomic_path(out / PATCHING_FILE) as tmp:
             self.to_dataframe().to_csv(tmp, index=False)
         with atomic_path(out / "patching.npz") as tmp, open(tmp, "wb") as f:
             np.savez(f, patched=self.patched, clean=self.clean, corrupted=self.corrupted)

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from nasa_lens.interventions import bridge_of
 from nasa_lens.prompts import PromptBatch, PromptFormat
-from nasa_lens.vocab import InputFileNotFoundError
+from nasa_lens.vocab import NAS_RANKING_FILE, InputFileNotFoundError
 
 from nasa_lens.causal.config import CausalError
 
@@ -65,7 +65,7 @@ def ranking_from_csv(path: str | Path) -> Float[np.ndarray, "layer head"]:
     file or the scan folder."""
     p = Path(path)
     if p.is_dir():
-        p = p / "nas.csv"
+        p = p / NAS_RANKING_FILE
     if not p.is_file():
         raise InputFileNotFoundError(f"{p} not found: pass a scan folder (written by `nasa-lens scan`) or its nas.csv")
     return _ranking_from_frame(pd.read_csv(p), str(p))

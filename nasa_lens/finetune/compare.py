@@ -4,7 +4,6 @@ which trains NASA and the baselines with the same data and step budget and evalu
 (one tidy frame: ``method, dataset, metric, value, ci_low, ci_high, n_params, seconds``)."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import random

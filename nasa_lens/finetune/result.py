@@ -2,7 +2,6 @@
 adapter, ``metrics.json`` and ``history.csv``."""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,8 @@ from nasa_lens.heads import Head, format_head, format_heads
 from nasa_lens.io import atomic_path, write_json
 
 from nasa_lens.finetune.config import NASAConfig
+
+from nasa_lens.vocab import HISTORY_FILE, METRICS_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
@@ -100,7 +101,7 @@ class TrainResult:
             metrics={k: metrics[k] for k in ("before", "after", "n_params", "steps_done", "best_step", "stopped_early", "seconds")},
             extra={"skipped_key_groups": metrics["skipped_key_groups"], "rounds": self.rounds},
         )
-        write_json(out / "metrics.json", metrics)
-        with atomic_path(out / "history.csv") as tmp:
+        write_json(out / METRICS_FILE, metrics)
+        with atomic_path(out / HISTORY_FILE) as tmp:
             self.to_dataframe().to_csv(tmp, index=False)
         return out

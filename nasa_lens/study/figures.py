@@ -2,7 +2,6 @@
 and the results dictionary that becomes ``results.json``."""
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pandas as pd

@@ -68,10 +68,6 @@ class PlannedStage:
     upstream: tuple[str, ...]
 
 
-def _stage_name(kind: str, model: str | None) -> str:
-    return kind if model is None else f"{kind}@{model}"
-
-
 def plan_stages(cfg: StudyConfig) -> list[PlannedStage]:
     """The stages of a study in run order, each with the exact config it reads (see the module docstring)."""
     d = cfg.data

@@ -142,10 +142,9 @@ def header_section(result: StudyResult) -> Section:
 
 def bias_section(result: StudyResult) -> Section:
     """Bias metrics with intervals per model and dataset, one sentence each on the direction of the bias."""
-    cfg, res = result.config, result.results
+    res = result.results
     side = res.get("figures", {}).get("side_by_side", {})
     models = res.get("models", {})
-    figs = res.get("figures", {})
     L: list[str] = []
     L += ["| model | dataset | n | accuracy | precision | recall | precision - recall | yes-rate | AUROC |",
           "|---|---|---|---|---|---|---|---|---|"]
@@ -186,8 +185,7 @@ def nas_section(result: StudyResult) -> Section:
 
 def conditions_section(result: StudyResult) -> Section:
     """Whether the NAS ranking holds under other prompt formats and datasets."""
-    cfg, res = result.config, result.results
-    side = res.get("figures", {}).get("side_by_side", {})
+    res = result.results
     models = res.get("models", {})
     figs = res.get("figures", {})
     L: list[str] = [
@@ -216,7 +214,6 @@ def conditions_section(result: StudyResult) -> Section:
 def ablation_section(result: StudyResult) -> Section:
     """The ablation curve against random and bottom-k heads, with a generated verdict."""
     cfg, res = result.config, result.results
-    side = res.get("figures", {}).get("side_by_side", {})
     models = res.get("models", {})
     figs = res.get("figures", {})
     L: list[str] = [
@@ -245,8 +242,7 @@ def ablation_section(result: StudyResult) -> Section:
 
 def finetune_section(result: StudyResult) -> Section:
     """The NASA fine-tune: what was trained, the training loss, validation before / after."""
-    cfg, res = result.config, result.results
-    side = res.get("figures", {}).get("side_by_side", {})
+    res = result.results
     models = res.get("models", {})
     figs = res.get("figures", {})
     L: list[str] = []
@@ -312,10 +308,6 @@ def after_section(result: StudyResult) -> Section:
 
 def timings_section(result: StudyResult) -> Section:
     """Wall-clock and CPU seconds per stage, and the files written."""
-    cfg, res = result.config, result.results
-    side = res.get("figures", {}).get("side_by_side", {})
-    models = res.get("models", {})
-    figs = res.get("figures", {})
     L: list[str] = [
           "Wall-clock and process CPU seconds of the run that computed each stage (CPU time counts every thread).", "",
           "| stage | seconds | CPU seconds | this run |", "|---|---|---|---|"]
