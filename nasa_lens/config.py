@@ -17,7 +17,7 @@ section re-runs only the stages that read it (and the stages downstream of them)
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import ABLATION_MODES, CONDITION_FORMATS, FORMATS, InputFileNotFoundError, NasaLensError, POSITIONS
+from nasa_lens.vocab import ABLATION_MODES, CONDITION_FORMATS, DEFAULT_MODEL, FORMATS, InputFileNotFoundError, NasaLensError, POSITIONS
 
 import copy
 import dataclasses
@@ -272,7 +272,7 @@ class StudyConfig:
         device: where to run the models (None: the bridge's choice).
     """
 
-    models: list[str] = field(default_factory=lambda: ["smollm2-135m-instruct"])
+    models: list[str] = field(default_factory=lambda: [DEFAULT_MODEL])
     seed: int = 0
     batch_size: int = 16
     device: str | None = None

@@ -23,7 +23,7 @@ bridge's multi-device options.
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import InputError, NasaLensError
+from nasa_lens.vocab import DEFAULT_MODEL, InputError, NasaLensError
 
 import contextlib
 import hashlib
@@ -55,7 +55,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 
 
 class ModelLoadError(NasaLensError, RuntimeError):

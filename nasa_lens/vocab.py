@@ -23,6 +23,11 @@ class InputFileNotFoundError(NasaLensError, FileNotFoundError):
     """A file or folder the user named does not exist (or is not what it should be)."""
 
 
+# ------------------------------------------------------------------------------------------------ models
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+"""The model every command and config uses unless told otherwise (embedded, no download)."""
+
 # ------------------------------------------------------------------------------------------------ prompts
 
 FORMATS: tuple[str, ...] = ("yes-no", "no-yes", "true-false", "false-true")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from nasa_lens.vocab import InputError
+from nasa_lens.vocab import DEFAULT_MODEL, InputError
 
 __all__ = ["ModelSpec", "DataSpec", "load_job_model", "attach_job_adapter", "load_job_data"]
 
@@ -14,7 +14,7 @@ __all__ = ["ModelSpec", "DataSpec", "load_job_model", "attach_job_adapter", "loa
 class ModelSpec:
     """Which model a job runs, where, and with which adapter."""
 
-    model: str = field(default="smollm2-135m-instruct", metadata={"help": "built-in name, local folder, .gguf file or hub id"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "built-in name, local folder, .gguf file or hub id"})
     device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1... (default: the bridge's choice)"})
     device_map: str | None = field(
         default=None, metadata={"help": "Hugging Face device map, e.g. auto (spreads a large model over GPUs)"}

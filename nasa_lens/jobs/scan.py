@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from nasa_lens.jobs.common import DataSpec, ModelSpec
 from nasa_lens.vocab import (
+    DEFAULT_MODEL,
     FORMATS,
     NAS_HEATMAP_FILE,
     NAS_META_FILE,
@@ -48,7 +49,7 @@ class ScanConfig:
     """
 
     data: str = field(metadata={"help": "dataset name (see `nasa-lens data list`) or a .jsonl path"})
-    model: str = field(default="smollm2-135m-instruct", metadata={"help": "built-in name, local folder, .gguf file or hub id"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "built-in name, local folder, .gguf file or hub id"})
     limit: int | None = field(default=None, metadata={"help": "label-balanced sample of at most N examples"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
     split: str | None = field(default=None, metadata={"help": "train or test split (default: all examples)", "choices": ("train", "test")})
