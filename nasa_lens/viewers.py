@@ -1,0 +1,645 @@
+"""Viewers: look inside one prompt and one head.
+
+* :func:`attention_view` runs one prompt and keeps the attention of the selected heads
+  (``blocks.{l}.attn.hook_pattern`` through ``run_with_cache(names_filter=...)``), with the token labels and
+  the positions :func:`nasa_lens.prompts.build_batch` found (the two candidates, the answer position);
+  :func:`attention_figure` draws it, :func:`show_attention` does both.
+* :func:`head_card` tells one head's story in one figure: its NAS by gold label and by the model's answer,
+  its attention to each candidate across query positions, its single-head ablation effect (given an
+  :class:`~nasa_lens.causal.EffectSweepResult`) and its direct-logit-attribution split (given a DLA result).
+* :func:`nas_heatmap_detailed`: the mean-NAS heatmap whose hover text carries each head's key numbers (rank,
+  stderr, label gap, effect, DLA): what a plain HTML export of the linked heatmap shows.
+
+Token labels are decoded one token at a time with the tokenizer (never read from raw vocabulary strings,
+whose byte-level ``Ġ``/``Ċ`` or sentencepiece ``▁`` markers are unreadable), with whitespace drawn as
+visible glyphs (``␣`` space, ``↵`` newline, ``⇥`` tab) and special tokens kept as text. Axes are numeric
+token positions with the labels as tick text, so repeated tokens (two ``␣the``) never merge into one
+category.
+
+Every figure is plotly: it renders in Jupyter, in an HTML file and as PNG (:func:`nasa_lens.plots.save_figure`),
+offline. The interactive, linked heatmap is :mod:`nasa_lens.widgets` (ipywidgets).
+"""
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+import torch
+from jaxtyping import Float
+from plotly.subplots import make_subplots
+
+from nasa_lens.heads import Head, HeadSpecError, format_head, parse_heads
+from nasa_lens.prompts import PromptFormat, build_batch, iter_batches
+from nasa_lens.vocab import NasaLensError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nasa_lens.causal import EffectSweepResult
+    from nasa_lens.models import LoadedModel
+    from nasa_lens.nas import NASResult
+
+__all__ = [
+    "WHITESPACE_GLYPHS",
+    "AttentionView",
+    "ExampleError",
+    "token_label",
+    "token_labels",
+    "unique_labels",
+    "attention_view",
+    "attention_figure",
+    "show_attention",
+    "CandidateAttention",
+    "candidate_attention",
+    "head_card",
+    "head_numbers",
+    "nas_heatmap_detailed",
+]
+
+WHITESPACE_GLYPHS: dict[str, str] = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\u00a0": "⍽"}
+"""How whitespace is drawn in token labels."""
+
+_YES_COLOR, _NO_COLOR, _ANSWER_COLOR, _OTHER_COLOR = "#2166ac", "#b2182b", "#1b9e77", "#969696"
+_ATTN_SCALE = "Blues"
+
+
+class ExampleError(NasaLensError, ValueError):
+    """An example index or id that the data does not have."""
+
+
+# ------------------------------------------------------------------------------------------ token labels
+
+
+def token_label(tokenizer: Any, token_id: int) -> str:
+    """One token as readable text: decoded alone by the tokenizer, whitespace drawn as glyphs.
+
+    Special tokens (``<|im_start|>``, ``<bos>``) stay as their text; a token that is only part of a UTF-8
+    character (byte fallback) shows its vocabulary name when the tokenizer writes bytes as ``<0x..>``, else
+    ``�``; an empty decode shows ``∅``.
+    """
+    text = tokenizer.decode([int(token_id)], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    if "\ufffd" in text:
+        raw = tokenizer.convert_ids_to_tokens(int(token_id))
+        if isinstance(raw, str) and raw.startswith("<0x") and raw.endswith(">"):
+            return raw
+    if text == "":
+        return "∅"
+    return "".join(WHITESPACE_GLYPHS.get(ch, ch) for ch in text)
+
+
+def token_labels(tokenizer: Any, token_ids: Sequence[int]) -> list[str]:
+    """:func:`token_label` of every id (one decode per token)."""
+    return [token_label(tokenizer, int(t)) for t in token_ids]
+
+
+def unique_labels(labels: Sequence[str]) -> list[str]:
+    """The labels, with a repeated label suffixed by its position (``␣the``, ``␣the·7``), for plotly
+    categorical axes (which merge equal category names). The viewers use numeric axes instead; this is for
+    callers that draw tokens as categories."""
+    seen: dict[str, int] = {}
+    for lab in labels:
+        seen[lab] = seen.get(lab, 0) + 1
+    return [lab if seen[lab] == 1 else f"{lab}·{i}" for i, lab in enumerate(labels)]
+
+
+def _esc(text: str) -> str:
+    """Escape for plotly's pseudo-HTML text (``<|im_start|>`` would otherwise vanish as a tag)."""
+    return html.escape(text, quote=False)
+
+
+# ------------------------------------------------------------------------------------------ one prompt
+
+
+@dataclass
+class AttentionView:
+    """The attention of some heads on one prompt.
+
+    Attributes:
+        pattern: ``[head, query, key]`` attention probabilities of ``heads`` (padding removed).
+        heads: the heads, in the order of ``pattern``.
+        tokens: readable token labels (:func:`token_labels`).
+        token_ids: the prompt's token ids.
+        pos_yes, pos_no, pos_answer: positions of the instruction's candidates and of the answer.
+        answer_yes, answer_no: labels of the two answer tokens.
+        p_yes: the model's ``softmax(logit_yes, logit_no)[0]`` at the answer position.
+        example_id, label: the example's id and gold label (``"yes"`` / ``"no"`` / None).
+        model: the model's name; format: the prompt format label.
+    """
+
+    pattern: Float[np.ndarray, "head query key"]
+    heads: list[Head]
+    tokens: list[str]
+    token_ids: list[int]
+    pos_yes: int
+    pos_no: int
+    pos_answer: int
+    p_yes: float
+    example_id: str = ""
+    label: str | None = None
+    answer_yes: str = "Yes"
+    answer_no: str = "No"
+    model: str = ""
+    format: str = "Yes/No"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+    def answer_row(self, head: Head) -> Float[np.ndarray, " key"]:
+        """The attention of ``head`` from the answer position to every token."""
+        return self.pattern[self.heads.index(tuple(head)), self.pos_answer]
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """Long format: one row per head x query x key: ``head, layer, query, key, query_token, key_token,
+        attention``, plus ``key_role`` (``yes`` / ``no`` / ``other``)."""
+        n_h, n_q, n_k = self.pattern.shape
+        hh, qq, kk = np.meshgrid(np.arange(n_h), np.arange(n_q), np.arange(n_k), indexing="ij")
+        hh, qq, kk = hh.ravel(), qq.ravel(), kk.ravel()
+        role = np.where(kk == self.pos_yes, "yes", np.where(kk == self.pos_no, "no", "other"))
+        return pd.DataFrame(
+            {
+                "head": [format_head(self.heads[i]) for i in hh],
+                "layer": [self.heads[i][0] for i in hh],
+                "query": qq,
+                "key": kk,
+                "query_token": np.asarray(self.tokens, dtype=object)[qq],
+                "key_token": np.asarray(self.tokens, dtype=object)[kk],
+                "attention": self.pattern.ravel(),
+                "key_role": role,
+            }
+        )
+
+
+def _format(fmt: PromptFormat | str | None) -> PromptFormat:
+    if fmt is None:
+        return PromptFormat()
+    return PromptFormat.named(fmt) if isinstance(fmt, str) else fmt
+
+
+def _heads(model: LoadedModel, heads: Any, ranking: np.ndarray | None = None) -> list[Head]:
+    """Heads from a spec (``"18.4,3.2"``, ``"top:4"`` with a ranking, a ``(layer, head)`` or a list of them)."""
+    if heads is None:
+        raise HeadSpecError("name the heads to show, e.g. heads='18.4,3.2', heads=[(18, 4)] or heads='top:4' with a NAS ranking")
+    if isinstance(heads, tuple) and len(heads) == 2 and all(isinstance(x, (int, np.integer)) for x in heads):
+        heads = [heads]
+    return parse_heads(heads, model.n_layers, model.n_heads, ranking)
+
+
+def _pick_example(data: Sequence[Any], example: Any) -> Any:
+    """``example`` as an object: an index into ``data``, an example id, or an example / prompt itself."""
+    if isinstance(example, (int, np.integer)) and not isinstance(example, bool):
+        if not -len(data) <= int(example) < len(data):
+            raise ExampleError(f"example {int(example)} out of range: the data has {len(data)} examples")
+        return data[int(example)]
+    if isinstance(example, str) and data:
+        for ex in data:
+            if str(getattr(ex, "id", None)) == example:
+                return ex
+        if all(hasattr(ex, "id") for ex in data):
+            raise ExampleError(f"no example with id {example!r} in the data ({len(data)} examples)")
+    return example
+
+
+@torch.no_grad()
+def attention_view(
+    model: LoadedModel,
+    example: Any,
+    heads: Any,
+    fmt: PromptFormat | str | None = None,
+    *,
+    ranking: np.ndarray | None = None,
+) -> AttentionView:
+    """Run one prompt and keep the attention of ``heads``.
+
+    Args:
+        model: a loaded model.
+        example: an ``Example`` (question, label, id) or a raw question string.
+        heads: ``"L.H,L.H"``, ``(layer, head)``, a list of those, or ``"top:K"`` / ``"bottom:K"`` with ``ranking``.
+        fmt: a :class:`PromptFormat` or a preset name (``"yes-no"``, ``"no-yes"``...).
+        ranking: ``[layer, head]`` mean NAS, for ``top:K`` specs.
+
+    Raises:
+        HeadSpecError: a head the model does not have (names the layer/head and the model's size).
+        PromptError: the prompt cannot be built (e.g. it lacks a candidate word; names the example).
+    """
+    fmt = _format(fmt)
+    head_list = _heads(model, heads, ranking)
+    batch = build_batch(model, [example], fmt)  # one row: no padding
+    layers = sorted({layer for layer, _ in head_list})
+    names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
+    logits, cache = model.bridge.run_with_cache(batch.input_ids, names_filter=lambda n: n in names, **batch.forward_kwargs())
+    pattern = np.stack(
+        [cache[f"blocks.{layer}.attn.hook_pattern"][0, head].float().cpu().numpy() for layer, head in head_list]
+    )
+    pair = logits[0, -1, [batch.answer_yes_id, batch.answer_no_id]].float()
+    ids = batch.input_ids[0].tolist()
+    tok = model.tokenizer
+    label = {1: "yes", 0: "no"}.get(int(batch.labels[0]))
+    return AttentionView(
+        pattern=pattern,
+        heads=head_list,
+        tokens=token_labels(tok, ids),
+        token_ids=ids,
+        pos_yes=int(batch.pos_yes[0]),
+        pos_no=int(batch.pos_no[0]),
+        pos_answer=int(batch.pos_answer[0]),
+        p_yes=float(torch.softmax(pair, -1)[0]),
+        example_id=batch.ids[0],
+        label=label,
+        answer_yes=token_label(tok, batch.answer_yes_id),
+        answer_no=token_label(tok, batch.answer_no_id),
+        model=getattr(model, "name", ""),
+        format=fmt.label,
+    )
+
+
+def _marker_shapes(view: AttentionView, yref: str, xref: str, *, rows: bool) -> list[dict[str, Any]]:
+    """Outlines of the candidate key columns (and the answer query row) on a heatmap."""
+    shapes = []
+    for pos, color in ((view.pos_yes, _YES_COLOR), (view.pos_no, _NO_COLOR)):
+        shapes.append(dict(type="rect", xref=xref, yref=f"{yref} domain", x0=pos - 0.5, x1=pos + 0.5, y0=0, y1=1,
+                           line={"color": color, "width": 2}, fillcolor="rgba(0,0,0,0)"))
+    if rows:
+        shapes.append(dict(type="rect", xref=f"{xref} domain", yref=yref, x0=0, x1=1, y0=view.pos_answer - 0.5,
+                           y1=view.pos_answer + 0.5, line={"color": _ANSWER_COLOR, "width": 2}, fillcolor="rgba(0,0,0,0)"))
+    return shapes
+
+
+def attention_figure(view: AttentionView, *, mode: str = "both", rows: str = "all", title: str | None = None) -> go.Figure:
+    """Draw an :class:`AttentionView`.
+
+    Args:
+        mode: ``"matrix"`` (query rows x key tokens), ``"answer"`` (the answer position's attention as token
+            bars) or ``"both"`` (matrix above, answer row below).
+        rows: ``"all"`` query rows, or ``"nas"``: the rows NAS sums over (after the later candidate through
+            the answer position).
+        title: default: model, example, gold label and ``p(yes)``.
+
+    Candidates are outlined (blue "yes", red "no") and the answer row green. With several heads a dropdown
+    selects the head shown (one head visible at a time); the colour scale of each head is clipped at its
+    largest attention to any token but the first (the "sink" that often takes most attention; hover shows
+    every true value).
+    """
+    if mode not in ("matrix", "answer", "both"):
+        raise ValueError(f"mode must be 'matrix', 'answer' or 'both', got {mode!r}")
+    if rows not in ("all", "nas"):
+        raise ValueError(f"rows must be 'all' or 'nas', got {rows!r}")
+    n = view.n_tokens
+    labels = [_esc(t) for t in view.tokens]
+    q_lo = max(view.pos_yes, view.pos_no) + 1 if rows == "nas" else 0
+    q_idx = np.arange(q_lo, n)
+    k_idx = np.arange(n)
+    panels = ["matrix", "answer"] if mode == "both" else [mode]
+    heights = {"matrix": max(260, 9 * len(q_idx) + 80), "answer": 220}
+    fig = make_subplots(rows=len(panels), cols=1, vertical_spacing=0.12 if len(panels) > 1 else 0.0,
+                        row_heights=[heights[p] for p in panels])
+    per_head = 0
+    for i, head in enumerate(view.heads):
+        pat = view.pattern[i]
+        off_sink = pat[:, 1:] if n > 1 else pat
+        cap = float(np.nanmax(off_sink)) if off_sink.size and np.nanmax(off_sink) > 0 else 1.0
+        name = format_head(head)
+        visible = i == 0
+        per_head = 0
+        for r, panel in enumerate(panels, start=1):
+            if panel == "matrix":
+                sub = pat[q_idx]
+                hover = [[f"query {q} {labels[q]}<br>key {k} {labels[k]}<br>attention {sub[a, k]:.4f}" for k in k_idx]
+                         for a, q in enumerate(q_idx)]
+                fig.add_trace(go.Heatmap(z=sub, x=k_idx, y=q_idx, zmin=0, zmax=cap, colorscale=_ATTN_SCALE, name=name,
+                                         text=hover, hovertemplate="%{text}<extra>head " + name + "</extra>", visible=visible,
+                                         colorbar={"title": {"text": "attention"}, "len": 0.55, "y": 1, "yanchor": "top"}),
+                              row=r, col=1)
+            else:
+                row = pat[view.pos_answer]
+                colors = [_YES_COLOR if k == view.pos_yes else _NO_COLOR if k == view.pos_no else _OTHER_COLOR for k in k_idx]
+                fig.add_trace(go.Bar(x=k_idx, y=row, marker_color=colors, name=name, visible=visible,
+                                     customdata=labels, hovertemplate="key %{x} %{customdata}<br>attention %{y:.4f}<extra>head "
+                                     + name + " from the answer position</extra>", showlegend=False), row=r, col=1)
+            per_head += 1
+    n_traces = per_head * len(view.heads)
+    tickvals = list(k_idx)
+    for r, panel in enumerate(panels, start=1):
+        fig.update_xaxes(tickmode="array", tickvals=tickvals, ticktext=labels, tickangle=-90, tickfont={"size": 9},
+                         range=[-0.5, n - 0.5], row=r, col=1)
+        if panel == "matrix":
+            fig.update_yaxes(tickmode="array", tickvals=list(q_idx), ticktext=[labels[q] for q in q_idx], tickfont={"size": 9},
+                             autorange="reversed", title_text="query token", row=r, col=1)
+        else:
+            fig.update_yaxes(title_text="attention from answer", rangemode="tozero", row=r, col=1)
+    shapes = []
+    for r, panel in enumerate(panels, start=1):
+        xref = "x" if r == 1 else f"x{r}"
+        yref = "y" if r == 1 else f"y{r}"
+        shapes += _marker_shapes(view, yref, xref, rows=panel == "matrix")
+    fig.update_layout(shapes=shapes)
+    if len(view.heads) > 1:
+        buttons = []
+        for i, head in enumerate(view.heads):
+            vis = [False] * n_traces
+            vis[i * per_head:(i + 1) * per_head] = [True] * per_head
+            buttons.append({"label": f"head {format_head(head)}", "method": "update", "args": [{"visible": vis}]})
+        fig.update_layout(updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left", "y": 1.0,
+                                        "yanchor": "bottom", "pad": {"b": 30}, "showactive": True, "active": 0}])
+    gold = f", gold {view.label}" if view.label else ""
+    heads_txt = format_head(view.heads[0]) if len(view.heads) == 1 else f"{len(view.heads)} heads (select above)"
+    default = (f"Attention of {heads_txt}: {view.model}, example {view.example_id}{gold}, p(yes) {view.p_yes:.3f}"
+               f"<br><sup>key columns: candidate {_esc(view.tokens[view.pos_yes])} (blue, pos {view.pos_yes}), "
+               f"{_esc(view.tokens[view.pos_no])} (red, pos {view.pos_no}); answer position {view.pos_answer} (green)</sup>")
+    fig.update_layout(title={"text": title or default, "font": {"size": 13}, "y": 0.99, "yanchor": "top"},
+                      margin={"t": 130 if len(view.heads) > 1 else 90, "b": 90, "l": 90, "r": 30},
+                      width=max(640, min(1600, 11 * n + 220)), height=sum(heights[p] for p in panels) + 240,
+                      plot_bgcolor="white", bargap=0.1)
+    return fig
+
+
+def show_attention(
+    model: LoadedModel,
+    example: Any,
+    heads: Any,
+    fmt: PromptFormat | str | None = None,
+    *,
+    mode: str = "both",
+    rows: str = "all",
+    ranking: np.ndarray | None = None,
+    title: str | None = None,
+) -> go.Figure:
+    """One prompt's attention for the selected heads, as a plotly figure (see :func:`attention_view` and
+    :func:`attention_figure`): query rows x key tokens and/or the answer row as token bars, the two candidates
+    and the answer position marked, a dropdown selecting the head when there are several."""
+    view = attention_view(model, example, heads, fmt, ranking=ranking)
+    return attention_figure(view, mode=mode, rows=rows, title=title)
+
+
+# ------------------------------------------------------------------------------------------ one head, many prompts
+
+
+@dataclass
+class CandidateAttention:
+    """One head's attention to the two candidates at the query positions after them, over examples.
+
+    ``to_yes[e, j]`` / ``to_no[e, j]``: example ``e``'s attention from query offset ``offsets[j]`` (relative to
+    the answer position, 0 = answer) to its "yes" / "no" candidate; NaN where the query is not after the
+    later candidate (rows before it are outside the NAS window).
+    """
+
+    head: Head
+    offsets: np.ndarray
+    to_yes: np.ndarray
+    to_no: np.ndarray
+    ids: list[str]
+
+    def to_dataframe(self) -> pd.DataFrame:
+        e, j = np.meshgrid(np.arange(len(self.ids)), np.arange(len(self.offsets)), indexing="ij")
+        frame = pd.DataFrame({"id": np.asarray(self.ids, dtype=object)[e.ravel()], "offset": self.offsets[j.ravel()],
+                              "to_yes": self.to_yes.ravel(), "to_no": self.to_no.ravel()})
+        return frame.dropna(subset=["to_yes"]).reset_index(drop=True)
+
+
+@torch.no_grad()
+def candidate_attention(model: LoadedModel, data: Sequence[Any], head: Head, fmt: PromptFormat | str | None = None,
+                        *, batch_size: int = 16, max_offset: int = 48) -> CandidateAttention:
+    """One forward per batch, hooking only ``head``'s layer: its attention to both candidates from every
+    query after the later candidate (at most ``max_offset`` positions before the answer)."""
+    fmt = _format(fmt)
+    (layer, h), = _heads(model, [head])
+    name = f"blocks.{layer}.attn.hook_pattern"
+    examples = list(data)
+    width = max_offset + 1
+    to_yes = np.full((len(examples), width), np.nan)
+    to_no = np.full((len(examples), width), np.nan)
+    for idx, batch in iter_batches(model, examples, fmt, batch_size):
+        _, cache = model.bridge.run_with_cache(batch.input_ids, names_filter=lambda n: n == name, **batch.forward_kwargs())
+        pat = cache[name][:, h].float()  # [example, q, k]
+        rows = torch.arange(len(idx), device=pat.device)
+        a_yes = pat[rows, :, batch.pos_yes].cpu().numpy()  # [example, q]
+        a_no = pat[rows, :, batch.pos_no].cpu().numpy()
+        last = batch.pos_candidate_last.cpu().numpy()
+        end = int(batch.pos_answer[0])
+        for r, i in enumerate(idx):
+            for j in range(width):
+                q = end - (width - 1 - j)
+                if q > last[r]:
+                    to_yes[i, j], to_no[i, j] = a_yes[r, q], a_no[r, q]
+    ids = [str(getattr(ex, "id", i)) for i, ex in enumerate(examples)]
+    keep = ~np.all(np.isnan(to_yes), axis=0)
+    offsets = np.arange(-(width - 1), 1)
+    return CandidateAttention((layer, h), offsets[keep], to_yes[:, keep], to_no[:, keep], ids)
+
+
+def _dla_split(dla: Any, head: Head) -> dict[str, float] | None:
+    """A head's direct-logit-attribution split ``{via_yes, via_no, via_other}`` from any DLA-like object:
+    arrays ``via_yes`` / ``via_no`` / ``via_other`` shaped ``[layer, head]`` or ``[example, layer, head]``, or a
+    per-head table (``per_head`` / ``head_table()`` / ``to_dataframe()``) with ``layer, head`` and those columns."""
+    keys = ("via_yes", "via_no", "via_other")
+    if dla is None:
+        return None
+    if all(hasattr(dla, k) and not callable(getattr(dla, k)) for k in keys):
+        out = {}
+        for k in keys:
+            arr = np.asarray(getattr(dla, k), dtype=float)
+            if arr.ndim == 3:
+                arr = np.nanmean(arr, axis=0)
+            out[k] = float(arr[head])
+        return out
+    table = None
+    for attr in ("per_head", "head_table", "to_dataframe"):
+        obj = getattr(dla, attr, None)
+        if obj is None:
+            continue
+        table = obj() if callable(obj) else obj
+        if isinstance(table, pd.DataFrame) and set(keys) <= set(table.columns):
+            break
+        table = None
+    if table is None and isinstance(dla, pd.DataFrame) and set(keys) <= set(dla.columns):
+        table = dla
+    if table is None:
+        raise TypeError("dla must have via_yes / via_no / via_other arrays or a per-head table with those columns")
+    rows = table[(table["layer"] == head[0]) & (table["head"] == head[1])]
+    if rows.empty:
+        return None
+    return {k: float(rows[k].mean()) for k in keys}
+
+
+def head_numbers(nas: NASResult, head: Head, sweep: EffectSweepResult | None = None, dla: Any = None) -> dict[str, Any]:
+    """A head's key numbers: mean NAS, stderr, rank (1 = most "No"-leaning), mean NAS on gold-yes / gold-no
+    examples and on the model's yes / no answers, and (when given) the ablation effect and the DLA split."""
+    layer, h = head
+    mean, se = nas.mean, nas.stderr
+    order = np.argsort(-np.nan_to_num(mean.ravel(), nan=-np.inf), kind="stable")
+    rank = int(np.flatnonzero(order == layer * nas.n_heads + h)[0]) + 1
+    col = nas.scores[:, layer, h]
+
+    def group(values: np.ndarray | None, v: int) -> float:
+        if values is None or not (values == v).any():
+            return float("nan")
+        return float(col[values == v].mean())
+
+    out: dict[str, Any] = {"head": format_head(head), "nas_mean": float(mean[head]), "nas_stderr": float(se[head]),
+                           "rank": rank, "n_heads": nas.n_layers * nas.n_heads, "n": nas.n,
+                           "nas_gold_yes": group(nas.labels, 1), "nas_gold_no": group(nas.labels, 0),
+                           "nas_pred_yes": group(nas.preds, 1), "nas_pred_no": group(nas.preds, 0)}
+    if sweep is not None:
+        eff = sweep.effects
+        out["effect"] = float(eff[head])
+        out["effect_stderr"] = float(sweep.stderr[head])
+        e_order = np.argsort(-eff.ravel(), kind="stable")
+        out["effect_rank"] = int(np.flatnonzero(e_order == layer * eff.shape[1] + h)[0]) + 1
+    split = _dla_split(dla, head)
+    if split is not None:
+        out.update(split)
+    return out
+
+
+def _check_head(nas: NASResult, head: Any) -> Head:
+    if isinstance(head, str):
+        from nasa_lens.heads import parse_head
+
+        return parse_head(head, nas.n_layers, nas.n_heads)
+    (out,) = parse_heads([tuple(head)], nas.n_layers, nas.n_heads)
+    return out
+
+
+def head_card(
+    model: LoadedModel,
+    data: Sequence[Any],
+    head: Head | str,
+    sweep: EffectSweepResult | None = None,
+    dla: Any = None,
+    *,
+    nas: NASResult | None = None,
+    fmt: PromptFormat | str | None = None,
+    batch_size: int = 16,
+    title: str | None = None,
+) -> go.Figure:
+    """One figure telling a head's story.
+
+    Panels: (1) its per-example NAS by gold label and (2) by the model's answer, as box plots with every
+    example; (3) its mean attention to the "yes" and the "no" candidate at each query position after the
+    later candidate (0 = the answer position), +-1 standard error over examples; (4) when ``sweep`` is given,
+    its single-head ablation effect per example (change of logit(Yes) - logit(No) when the head is removed)
+    with its rank among all heads; (5) when ``dla`` is given, its direct logit attribution split into what it
+    moves via the "yes" candidate, via the "no" candidate and via other tokens. A panel whose input is
+    missing is left out.
+
+    ``nas``: a :class:`~nasa_lens.nas.NASResult` on ``data`` (computed with :func:`~nasa_lens.nas.scan_nas`
+    when None). Raises :class:`~nasa_lens.heads.HeadSpecError` for a head the model does not have.
+    """
+    from nasa_lens.nas import scan_nas
+
+    fmt = _format(fmt)
+    (head,) = _heads(model, [head] if not isinstance(head, str) else head)
+    examples = list(data)
+    if not examples:
+        raise ExampleError("head_card needs at least one example")
+    if nas is None:
+        nas = scan_nas(model, examples, fmt, batch_size=batch_size, progress=False)
+    elif nas.n_layers != model.n_layers or nas.n_heads != model.n_heads:
+        raise NasaLensError(f"the NAS result is {nas.n_layers} x {nas.n_heads} heads but the model has {model.n_layers} x {model.n_heads}")
+    cand = candidate_attention(model, examples, head, fmt, batch_size=batch_size)
+    nums = head_numbers(nas, head, sweep, dla)
+    split = _dla_split(dla, head)
+    panels = ["by label", "by answer", "candidates"]
+    titles = {"by label": "NAS by gold label", "by answer": "NAS by the model's answer",
+              "candidates": "attention to the candidates after them"}
+    if sweep is not None:
+        panels.append("effect")
+        titles["effect"] = f"ablation effect (rank {nums['effect_rank']} of {nums['n_heads']})"
+    if split is not None:
+        panels.append("dla")
+        titles["dla"] = "direct logit attribution, by source"
+    cols = 2
+    nrows = math.ceil(len(panels) / cols)
+    fig = make_subplots(rows=nrows, cols=cols, subplot_titles=[titles[p] for p in panels], vertical_spacing=0.16,
+                        horizontal_spacing=0.12)
+    layer, h = head
+    col = nas.scores[:, layer, h]
+    ids = np.asarray(nas.ids, dtype=object)
+    for i, panel in enumerate(panels):
+        r, c = i // cols + 1, i % cols + 1
+        if panel in ("by label", "by answer"):
+            key = nas.labels if panel == "by label" else nas.preds
+            what = "gold" if panel == "by label" else "answer"
+            if key is None:
+                continue
+            for v, name, color in ((1, "yes", _YES_COLOR), (0, "no", _NO_COLOR)):
+                rows = key == v
+                fig.add_trace(go.Box(y=col[rows], x=[f"{what} {name}"] * int(rows.sum()), name=f"{what} {name} (n={int(rows.sum())})",
+                                     marker_color=color, boxpoints="all", jitter=0.4, pointpos=0, boxmean=True,
+                                     customdata=ids[rows], hovertemplate="%{customdata}<br>NAS %{y:.4f}<extra></extra>",
+                                     showlegend=False), row=r, col=c)
+            fig.update_yaxes(title_text="NAS", row=r, col=c)
+        elif panel == "candidates":
+            for arr, name, color in ((cand.to_yes, "to the yes candidate", _YES_COLOR), (cand.to_no, "to the no candidate", _NO_COLOR)):
+                with np.errstate(all="ignore"):
+                    m = np.nanmean(arr, axis=0)
+                    cnt = np.sum(~np.isnan(arr), axis=0)
+                    s = np.where(cnt > 1, np.nanstd(arr, axis=0, ddof=1) / np.sqrt(np.maximum(cnt, 1)), 0.0)
+                fig.add_trace(go.Scatter(x=cand.offsets, y=m, mode="lines+markers", name=f"attention {name}",
+                                         line={"color": color}, error_y={"type": "data", "array": np.nan_to_num(s), "visible": True},
+                                         customdata=cnt, hovertemplate="offset %{x}<br>mean %{y:.4f}<br>n=%{customdata}<extra>"
+                                         + name + "</extra>"), row=r, col=c)
+            fig.update_xaxes(title_text="query position (0 = answer)", row=r, col=c)
+            fig.update_yaxes(title_text="attention", rangemode="tozero", row=r, col=c)
+        elif panel == "effect":
+            per = sweep.per_example[:, layer, h]
+            sweep_ids = np.asarray(sweep.ids or [str(j) for j in range(len(per))], dtype=object)
+            fig.add_trace(go.Box(y=per, x=[format_head(head)] * len(per), name="this head", marker_color="#7570b3",
+                                 boxpoints="all", jitter=0.4, pointpos=0, boxmean=True, customdata=sweep_ids,
+                                 hovertemplate="%{customdata}<br>effect %{y:+.4f}<extra></extra>", showlegend=False), row=r, col=c)
+            all_eff = sweep.effects.ravel()
+            fig.add_trace(go.Box(y=all_eff, x=["all heads (means)"] * len(all_eff), name="all heads", marker_color=_OTHER_COLOR,
+                                 boxpoints="outliers", showlegend=False,
+                                 hovertemplate="mean effect %{y:+.4f}<extra>all heads</extra>"), row=r, col=c)
+            fig.add_hline(y=0, line={"color": "black", "width": 1, "dash": "dot"}, row=r, col=c)
+            fig.update_yaxes(title_text="change of logit(Yes) - logit(No)", row=r, col=c)
+        elif panel == "dla":
+            keys = ["via_yes", "via_no", "via_other"]
+            fig.add_trace(go.Bar(x=["via yes candidate", "via no candidate", "via other tokens"], y=[split[k] for k in keys],
+                                 marker_color=[_YES_COLOR, _NO_COLOR, _OTHER_COLOR], showlegend=False,
+                                 hovertemplate="%{x}<br>%{y:+.4f}<extra></extra>"), row=r, col=c)
+            fig.add_hline(y=0, line={"color": "black", "width": 1}, row=r, col=c)
+            fig.update_yaxes(title_text="logit(Yes) - logit(No)", row=r, col=c)
+    eff = f", ablation effect {nums['effect']:+.3f} +- {nums['effect_stderr']:.3f}" if sweep is not None else ""
+    default = (f"Head {nums['head']} of {getattr(model, 'name', '')}: mean NAS {nums['nas_mean']:.3f} +- {nums['nas_stderr']:.3f}, "
+               f"rank {nums['rank']} of {nums['n_heads']}{eff}<br><sup>n={nas.n} examples ({nas.format}); NAS > 0: attends "
+               f"more to \"No\" than to \"Yes\"; boxes: median and quartiles, dashed: mean</sup>")
+    fig.update_layout(title={"text": title or default, "font": {"size": 13}}, width=980, height=330 * nrows + 120,
+                      legend={"orientation": "h", "y": -0.08}, margin={"t": 110})
+    return fig
+
+
+# ------------------------------------------------------------------------------------------ heatmap with details
+
+
+def _hover_lines(nums: dict[str, Any]) -> str:
+    def f(x: Any, spec: str = ".3f") -> str:
+        return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+    lines = [f"<b>head {nums['head']}</b> (rank {nums['rank']} of {nums['n_heads']})",
+             f"NAS mean {f(nums['nas_mean'], '.4f')} +- {f(nums['nas_stderr'], '.4f')} (n {nums['n']})",
+             f"gold yes {f(nums['nas_gold_yes'])} / gold no {f(nums['nas_gold_no'])}",
+             f"answer yes {f(nums['nas_pred_yes'])} / answer no {f(nums['nas_pred_no'])}"]
+    if "effect" in nums:
+        lines.append(f"ablation effect {f(nums['effect'], '+.4f')} +- {f(nums['effect_stderr'], '.4f')} (rank {nums['effect_rank']})")
+    if "via_yes" in nums:
+        lines.append(f"DLA via yes {f(nums['via_yes'], '+.3f')}, via no {f(nums['via_no'], '+.3f')}, other {f(nums['via_other'], '+.3f')}")
+    return "<br>".join(lines)
+
+
+def nas_heatmap_detailed(nas: NASResult, sweep: EffectSweepResult | None = None, dla: Any = None,
+                         title: str | None = None) -> go.Figure:
+    """:func:`nasa_lens.plots.nas_heatmap` whose hover text carries every head's key numbers
+    (:func:`head_numbers`): rank, stderr, the gold-label and answer splits, and the ablation effect and DLA
+    split when given. The heatmap the linked widget clicks on, and what a plain HTML export shows."""
+    from nasa_lens.plots import nas_heatmap
+
+    fig = nas_heatmap(nas, title=title)
+    text = [[_hover_lines(head_numbers(nas, (layer, h), sweep, dla)) for h in range(nas.n_heads)] for layer in range(nas.n_layers)]
+    fig.update_traces(text=text, hovertemplate="%{text}<extra></extra>")
+    return fig
