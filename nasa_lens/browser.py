@@ -52,6 +52,7 @@ class PageReport:
         screenshot: the PNG bytes of the viewport (None if not asked).
         n_colors: distinct colours in the screenshot.
         title: the page's title.
+        script_result: the value of ``check_page(script=...)``.
         seconds: time to load and draw.
     """
 
@@ -64,6 +65,7 @@ class PageReport:
     n_colors: int = 0
     title: str = ""
     seconds: float = 0.0
+    script_result: Any = None
 
     @property
     def external_requests(self) -> list[str]:
@@ -231,6 +233,7 @@ def check_page(
     scroll_to: str | None = None,
     timeout: float = 90,
     browser: str | None = None,
+    script: str | None = None,
 ) -> PageReport:
     """Open ``path`` from disk in headless Chromium (offline) and report requests, console errors, figure
     sizes and a screenshot (see the module docstring).
@@ -238,6 +241,8 @@ def check_page(
     Args:
         width, height: the viewport in CSS pixels (the screenshot's size, unless ``full_page``).
         scroll_to: a CSS selector to scroll into view before the screenshot.
+        script: a JavaScript expression evaluated once the figures are drawn (before the screenshot); its
+            JSON-able value is :attr:`PageReport.script_result` (a test's probe: click a header, read a table).
         timeout: seconds to wait for the page and for plotly to draw every figure.
 
     Raises:
@@ -284,6 +289,8 @@ def check_page(
             report.figures = [{k: f[k] for k in ("id", "width", "height", "svg")} for f in figures]
             report.n_figures_expected = expected
             report.title = _evaluate(pipe, session, "document.title") or ""
+            if script is not None:
+                report.script_result = _evaluate(pipe, session, script, await_promise=True)
             if screenshot:
                 if scroll_to:
                     _evaluate(pipe, session, f"document.querySelector({json.dumps(scroll_to)}).scrollIntoView()")

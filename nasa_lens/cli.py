@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "nasa_lens.commands.causal",  # ablate, patch
     "nasa_lens.commands.finetune",  # finetune
     "nasa_lens.commands.study",  # study
+    "nasa_lens.commands.report",  # report (report.html of a finished study)
 )
 
 
