@@ -322,5 +322,6 @@ def _evaluate(pipe: _Pipe, session: str, expression: str, *, await_promise: bool
     res = pipe.send("Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": await_promise},
                     session=session)
     if "exceptionDetails" in res:
-        raise BrowserError(f"page script failed: {res['exceptionDetails'].get('text')}")
+        d = res["exceptionDetails"]
+        raise BrowserError(f"page script failed: {d.get('exception', {}).get('description') or d.get('text')}")
     return res.get("result", {}).get("value")

@@ -172,6 +172,7 @@ class _Converter:
         self.base = base
         self.n_figures = 0
         self.n_tables = 0
+        self.embedded: set[Path] = set()
 
     def convert(self, markdown: str) -> str:
         out: list[str] = []
@@ -199,11 +200,15 @@ class _Converter:
                     continue
                 fig = _figure_of(par, self.base)
                 if fig is not None:
-                    self.n_figures += 1
-                    out.append(_figure_html(fig, self.n_figures))
+                    out.append(self.figure(fig))
                 else:
                     out.append(f"<p>{_inline(par)}</p>")
         return "\n".join(out)
+
+    def figure(self, fig: _Figure) -> str:
+        self.n_figures += 1
+        self.embedded.add(fig.path)
+        return _figure_html(fig, self.n_figures)
 
     def _table(self, lines: list[str]) -> str:
         rows = [_cells(x) for x in lines]
@@ -291,6 +296,15 @@ def report_html(result: StudyResult, *, plotlyjs: str = "inline", folder: str | 
         body.append(f'<section id="{sid}">\n{content}\n</section>')
         if title:
             nav.append(f'<a href="#{_slug(title)}">{_inline(title)}</a>')
+    more = [(model, key, result.figures_dir / f"{name}.html") for model, figs in result.results.get("figures", {}).items()
+            for key, name in figs.items()]
+    more = [(m, k, p) for m, k, p in more if p.is_file() and p.resolve() not in conv.embedded]
+    if more:  # the study's figures report.md does not show: here too, so that the page holds every figure
+        title = "More figures"
+        parts = [f'<h2 id="{_slug(title)}">{title}</h2>', "<p>The study's figures that the sections above do not show.</p>"]
+        parts += [conv.figure(_Figure(p.resolve(), f"{k.replace('_', ' ')}, {m.replace('_', ' ')}")) for m, k, p in more]
+        body.append(f'<section id="section-{_slug(title)}">\n' + "\n".join(parts) + "\n</section>")
+        nav.append(f'<a href="#{_slug(title)}">{title}</a>')
     if plotlyjs == "inline":
         from plotly.offline import get_plotlyjs
 
