@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.nasa-lens-setup
 
-.PHONY: setup demo figures test test-fast notebooks bench clean
+.PHONY: setup demo figures test test-fast notebooks bench screenshots clean
 
 setup: $(STAMP)
 
@@ -47,6 +47,12 @@ bench: setup
 	$(PY) benchmarks/nas_scan.py
 	$(PY) benchmarks/effect_sweep.py
 	$(PY) benchmarks/finetune_step.py
+
+# PNG screenshots of the quick study's report.html (headless Chromium, offline) for docs/explore.md.
+screenshots: setup
+	test -f results/quick/report.md || $(PY) -m nasa_lens.cli study --quick --out results/quick --figures results/quick/figures --no-progress
+	$(PY) -m nasa_lens.cli report results/quick
+	$(PY) docs/make_screenshots.py results/quick docs/img
 
 clean:
 	rm -rf $(VENV) .pytest_cache
