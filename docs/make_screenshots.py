@@ -28,8 +28,10 @@ def main(study_dir: str, out_dir: str) -> int:
     from nasa_lens.models import load_model
     from nasa_lens.nas import scan_nas
     from nasa_lens.plots import save_figure
-    from nasa_lens.report_html import REPORT_HTML_FILE, load_finished_study
-    from nasa_lens.viewers import head_card, show_attention
+    from nasa_lens.study.common import REPORT_HTML_FILE
+    from nasa_lens.study.pipeline import load_finished_study
+    from nasa_lens.plots.attention import show_attention
+    from nasa_lens.plots.head_card import head_card
 
     torch.set_num_threads(1)
     out = Path(out_dir)

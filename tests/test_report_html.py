@@ -10,7 +10,9 @@ from pathlib import Path
 import plotly.graph_objects as go
 import pytest
 
-from nasa_lens import report_html as rh
+from nasa_lens.study import html as rh
+from nasa_lens.study.common import REPORT_HTML_FILE, StudyNotFinishedError
+from nasa_lens.study.pipeline import load_finished_study
 from nasa_lens.cli import main
 from nasa_lens.vocab import NasaLensError
 
@@ -55,16 +57,16 @@ def test_figures_are_embedded_and_their_png_dropped(tmp_path: Path) -> None:
 
 
 def test_unfinished_study_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(rh.StudyNotFinishedError, match="does not exist"):
-        rh.load_finished_study(tmp_path / "nope")
+    with pytest.raises(StudyNotFinishedError, match="does not exist"):
+        load_finished_study(tmp_path / "nope")
     (tmp_path / "results.json").write_text("{}")
-    with pytest.raises(rh.StudyNotFinishedError, match="missing timings.json, report.md") as err:
-        rh.write_report_html(tmp_path)
+    with pytest.raises(StudyNotFinishedError, match="missing timings.json, report.md") as err:
+        load_finished_study(tmp_path)
     assert isinstance(err.value, NasaLensError)
     (tmp_path / "timings.json").write_text(json.dumps({"stages": [{"stage": "nas@m", "folder": "nas-m-1", "key": "1", "seconds": 1}]}))
     (tmp_path / "report.md").write_text("# r\n")
-    with pytest.raises(rh.StudyNotFinishedError, match="missing stages/nas-m-1/done.json"):
-        rh.load_finished_study(tmp_path)
+    with pytest.raises(StudyNotFinishedError, match="missing stages/nas-m-1/done.json"):
+        load_finished_study(tmp_path)
     assert main(["report", str(tmp_path)]) == 2
     assert "not a finished study: missing stages/nas-m-1/done.json" in capsys.readouterr().err
     assert not (tmp_path / "report.html").exists()
@@ -102,7 +104,7 @@ def _n_figures(result) -> int:
 
 @pytest.mark.slow
 def test_study_writes_report_html_mirroring_the_markdown(tiny_study) -> None:
-    page = (tiny_study.out_dir / rh.REPORT_HTML_FILE).read_text()
+    page = (tiny_study.out_dir / REPORT_HTML_FILE).read_text()
     md = (tiny_study.out_dir / "report.md").read_text()
     sections = [line[3:] for line in md.splitlines() if line.startswith("## ")]
     # the markdown's sections, then the figures it does not show (top-heads bars, condition agreement)
@@ -125,7 +127,7 @@ def test_study_writes_report_html_mirroring_the_markdown(tiny_study) -> None:
 
 @pytest.mark.slow
 def test_cli_report_rebuilds_it(tiny_study, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    target = tiny_study.out_dir / rh.REPORT_HTML_FILE
+    target = tiny_study.out_dir / REPORT_HTML_FILE
     target.unlink()
     assert main(["report", str(tiny_study.out_dir)]) == 0
     assert capsys.readouterr().out.strip() == str(target)
@@ -136,8 +138,8 @@ def test_cli_report_rebuilds_it(tiny_study, tmp_path: Path, capsys: pytest.Captu
     name = f"{tiny_study.results['figures']['tiny-random']['nas_heatmap']}.html"
     shutil.move(figs / name, backup)
     try:
-        with pytest.raises(rh.StudyNotFinishedError, match=re.escape(name)):
-            rh.write_report_html(tiny_study.out_dir)
+        with pytest.raises(StudyNotFinishedError, match=re.escape(name)):
+            load_finished_study(tiny_study.out_dir)
     finally:
         shutil.move(backup, figs / name)
 
@@ -168,7 +170,7 @@ _SORT_PROBE = """(() => {
 def test_report_html_in_headless_chromium(tiny_study, tmp_path: Path) -> None:
     from nasa_lens.browser import check_page
 
-    report = check_page(tiny_study.out_dir / rh.REPORT_HTML_FILE, browser=_browser(), full_page=True, script=_SORT_PROBE)
+    report = check_page(tiny_study.out_dir / REPORT_HTML_FILE, browser=_browser(), full_page=True, script=_SORT_PROBE)
     assert report.problems() == []
     assert report.requests == [report.url]  # the page itself, nothing else
     assert report.console_errors == []
@@ -185,7 +187,7 @@ def test_report_html_in_headless_chromium(tiny_study, tmp_path: Path) -> None:
 def test_exported_viewer_page_in_headless_chromium(tiny, questions, tmp_path: Path) -> None:
     from nasa_lens.browser import check_page
     from nasa_lens.plots import save_figure
-    from nasa_lens.viewers import show_attention
+    from nasa_lens.plots.attention import show_attention
 
     browser = _browser()
     (page,) = save_figure(show_attention(tiny, questions[0], "0.1,1.3"), tmp_path / "attention", png=False)

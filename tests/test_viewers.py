@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from nasa_lens import viewers
+from nasa_lens.plots import attention as viewers
+from nasa_lens.plots import head_card as cards
 from nasa_lens.causal import EffectSweepResult
 from nasa_lens.heads import HeadSpecError
 from nasa_lens.nas import NASResult, nas_from_pattern, nas_query_mask, scan_nas
@@ -119,7 +120,7 @@ def test_head_card_panels_equal_their_inputs(tiny, questions, nas_tiny):
     head = (1, 2)
     sweep = _sweep(nas_tiny)
     dla = SimpleNamespace(via_yes=np.full((2, 4), 0.5), via_no=-np.ones((2, 4)), via_other=np.zeros((2, 4)))
-    fig = viewers.head_card(tiny, questions, head, sweep=sweep, dla=dla, nas=nas_tiny)
+    fig = cards.head_card(tiny, questions, head, sweep=sweep, dla=dla, nas=nas_tiny)
     titles = [a.text for a in fig.layout.annotations]
     assert titles[:3] == ["NAS by gold label", "NAS by the model's answer", "attention to the candidates after them"]
     assert titles[3].startswith("ablation effect (rank") and titles[4] == "direct logit attribution, by source"
@@ -139,20 +140,20 @@ def test_head_card_panels_equal_their_inputs(tiny, questions, nas_tiny):
     np.testing.assert_allclose(np.asarray(bars.y, float), [0.5, -1.0, 0.0])
     assert "Head 1.2" in fig.layout.title.text and "ablation effect" in fig.layout.title.text
     # without sweep / DLA those panels are left out
-    bare = viewers.head_card(tiny, questions, "1.2", nas=nas_tiny)
+    bare = cards.head_card(tiny, questions, "1.2", nas=nas_tiny)
     assert len(bare.layout.annotations) == 3
 
 
 def test_dla_split_accepts_arrays_and_tables():
     per_example = SimpleNamespace(via_yes=np.ones((3, 2, 2)) * np.array([1, 2, 3])[:, None, None],
                                   via_no=np.zeros((3, 2, 2)), via_other=np.ones((3, 2, 2)))
-    assert viewers._dla_split(per_example, (1, 0)) == {"via_yes": 2.0, "via_no": 0.0, "via_other": 1.0}
+    assert cards._dla_split(per_example, (1, 0)) == {"via_yes": 2.0, "via_no": 0.0, "via_other": 1.0}
     table = pd.DataFrame({"layer": [0, 1], "head": [1, 0], "via_yes": [0.1, 0.2], "via_no": [0.3, -0.4], "via_other": [0.0, 0.5]})
-    assert viewers._dla_split(SimpleNamespace(per_head=table), (1, 0)) == {"via_yes": 0.2, "via_no": -0.4, "via_other": 0.5}
-    assert viewers._dla_split(SimpleNamespace(to_dataframe=lambda: table), (0, 1))["via_no"] == 0.3
-    assert viewers._dla_split(None, (0, 0)) is None
+    assert cards._dla_split(SimpleNamespace(per_head=table), (1, 0)) == {"via_yes": 0.2, "via_no": -0.4, "via_other": 0.5}
+    assert cards._dla_split(SimpleNamespace(to_dataframe=lambda: table), (0, 1))["via_no"] == 0.3
+    assert cards._dla_split(None, (0, 0)) is None
     with pytest.raises(TypeError, match="via_yes"):
-        viewers._dla_split(SimpleNamespace(x=1), (0, 0))
+        cards._dla_split(SimpleNamespace(x=1), (0, 0))
 
 
 def test_head_numbers_and_detailed_heatmap_hover():
@@ -161,13 +162,13 @@ def test_head_numbers_and_detailed_heatmap_hover():
     scores[:, 0, 0] = -1.0
     nas = NASResult(scores=scores, ids=list("abcd"), labels=np.array([1, 1, 0, 0]), preds=np.array([0, 0, 0, 1]),
                     p_yes=np.array([0.1, 0.2, 0.3, 0.9]), model="m", dataset="d")
-    nums = viewers.head_numbers(nas, (1, 1))
+    nums = cards.head_numbers(nas, (1, 1))
     assert nums["rank"] == 1 and nums["n_heads"] == 4 and nums["nas_mean"] == 4.0
     assert (nums["nas_gold_yes"], nums["nas_gold_no"]) == (2.0, 6.0)
     assert (nums["nas_pred_yes"], nums["nas_pred_no"]) == (7.0, 3.0)
     np.testing.assert_allclose(nums["nas_stderr"], np.std([1, 3, 5, 7], ddof=1) / 2)
-    assert viewers.head_numbers(nas, (0, 0))["rank"] == 4
-    fig = viewers.nas_heatmap_detailed(nas)
+    assert cards.head_numbers(nas, (0, 0))["rank"] == 4
+    fig = cards.nas_heatmap_detailed(nas)
     text = fig.data[0].text[1][1]
     assert "head 1.1" in text and "rank 1 of 4" in text and "NAS mean 4.0000" in text and "gold yes 2.000 / gold no 6.000" in text
 
@@ -178,7 +179,7 @@ def test_head_numbers_and_detailed_heatmap_hover():
 def test_explorer_click_updates_card_and_attention(tiny, questions, nas_tiny):
     pytest.importorskip("ipywidgets")
     pytest.importorskip("anywidget")
-    from nasa_lens.widgets import NASExplorer
+    from nasa_lens.plots.widgets import NASExplorer
 
     ex = NASExplorer(tiny, questions, nas_tiny, sweep=_sweep(nas_tiny))
     assert ex.card is None and ex.details.children == ()

@@ -1,4 +1,4 @@
-"""``nasa-lens report DIR``: rebuild ``report.html`` from a finished study (see :mod:`nasa_lens.report_html`)."""
+"""``nasa-lens report DIR``: rebuild ``report.html`` from a finished study (see :mod:`nasa_lens.study.html`)."""
 from __future__ import annotations
 
 import argparse
@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from nasa_lens.report_html import write_report_html
+    from nasa_lens.study.html import write_report_html
+    from nasa_lens.study.pipeline import load_finished_study
 
-    path = write_report_html(args.dir, args.out, plotlyjs=args.plotlyjs)
+    path = write_report_html(load_finished_study(args.dir), args.out, plotlyjs=args.plotlyjs)
     print(path)
     return 0

@@ -5,7 +5,8 @@ against controls -> NASA fine-tune -> after-report and generalisation -> report,
 * :mod:`nasa_lens.study.steps`: what each stage computes (:data:`STAGE_FUNCTIONS`), :class:`StudyEnv`;
 * :mod:`nasa_lens.study.stages`: the cache that makes every stage resumable (keyed by what it reads);
 * :mod:`nasa_lens.study.figures`: the report stage's figures and tables;
-* :mod:`nasa_lens.study.report`: ``report.md``, one function per section.
+* :mod:`nasa_lens.study.report`: ``report.md``, one function per section;
+* :mod:`nasa_lens.study.html`: ``report.html``, the same sections as one offline page, figures interactive.
 
     >>> from nasa_lens.config import StudyConfig
     >>> from nasa_lens.study import run_study
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from nasa_lens.study.common import RESULTS_FILE, REPORT_FILE, STAGE_ORDER, STAGES_DIR, TIMINGS_FILE, bias_frame
 from nasa_lens.study.figures import build_report
-from nasa_lens.study.pipeline import PlannedStage, StudyResult, plan_stages, run_study
+from nasa_lens.study.pipeline import PlannedStage, StudyResult, load_finished_study, plan_stages, run_study
 from nasa_lens.study.report import SECTIONS, Section, _ablation_sentence, report_markdown, report_sections
 from nasa_lens.study.steps import (
     STAGE_FUNCTIONS,
@@ -35,6 +36,7 @@ __all__ = [
     "TIMINGS_FILE",
     "StudyEnv",
     "StudyResult",
+    "load_finished_study",
     "run_study",
     "PlannedStage",
     "plan_stages",

@@ -9,13 +9,21 @@ from typing import Any
 import pandas as pd
 
 from nasa_lens.io import atomic_path, read_json
+from nasa_lens.vocab import InputFileNotFoundError
 from nasa_lens.study.stages import StageOutput
 
 STAGE_ORDER: tuple[str, ...] = ("bias", "nas", "conditions", "ablation", "finetune", "after", "report")
 STAGES_DIR = "stages"
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
+REPORT_HTML_FILE = "report.html"
 TIMINGS_FILE = "timings.json"
+
+
+class StudyNotFinishedError(InputFileNotFoundError):
+    """A folder that is not a finished study (the message names what is missing)."""
+
+
 DELTA_METRICS = ("accuracy", "precision", "recall", "f1", "pr_gap", "yes_rate", "mean_logit_diff")
 
 

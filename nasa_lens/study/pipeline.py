@@ -47,6 +47,7 @@ from nasa_lens.study.common import (
     RESULTS_FILE,
     STAGES_DIR,
     TIMINGS_FILE,
+    StudyNotFinishedError,
     _fmt,
     _stage_name,
     _version,
@@ -211,6 +212,29 @@ class StudyResult:
         return cls(out, figures_dir, cfg, stages, results, sorted(figures_dir.glob("*.*")) if figures_dir.is_dir() else [])
 
 
+def load_finished_study(out_dir: str | os.PathLike[str]) -> StudyResult:
+    """The finished study in ``out_dir``; :class:`StudyNotFinishedError` naming every missing piece otherwise
+    (``results.json``, ``timings.json``, ``report.md``, a stage's ``done.json``, a figure file)."""
+    out = Path(out_dir)
+    hint = f"(run `nasa-lens study --out {out}` with its config to finish it)"
+    if not out.is_dir():
+        raise StudyNotFinishedError(f"{out} is not a study folder: it does not exist")
+    missing = [name for name in (RESULTS_FILE, TIMINGS_FILE, REPORT_FILE) if not (out / name).is_file()]
+    if missing:
+        raise StudyNotFinishedError(f"{out} is not a finished study: missing {', '.join(missing)} {hint}")
+    timings = read_json(out / TIMINGS_FILE)
+    missing = [f"{STAGES_DIR}/{t['folder']}/done.json" for t in timings.get("stages", [])
+               if not (out / STAGES_DIR / t["folder"] / "done.json").is_file()]
+    if missing:
+        raise StudyNotFinishedError(f"{out} is not a finished study: missing {', '.join(missing)} {hint}")
+    result = StudyResult.load(out)
+    names = [n for figs in result.results.get("figures", {}).values() for n in figs.values()]
+    missing = [f"{n}.html" for n in names if not (result.figures_dir / f"{n}.html").is_file()]
+    if missing:
+        raise StudyNotFinishedError(f"{out}: the study's figures are missing from {result.figures_dir}: {', '.join(missing)}")
+    return result
+
+
 def run_study(
     cfg: StudyConfig,
     out_dir: str | os.PathLike[str],
@@ -253,6 +277,9 @@ def run_study(
     from nasa_lens.study.report import report_markdown
 
     write_text(out / REPORT_FILE, report_markdown(result))
+    from nasa_lens.study.html import write_report_html
+
+    write_report_html(result)  # report.html beside report.md: the same sections, figures interactive, offline
     logger.info("study finished: %s", out / REPORT_FILE)
     return result
 

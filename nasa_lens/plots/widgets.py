@@ -1,8 +1,8 @@
 """The linked NAS heatmap for Jupyter: click a head, see its card and its attention on a chosen example.
 
 :class:`NASExplorer` is an ipywidgets box: the mean-NAS heatmap as a plotly ``FigureWidget`` (hover text with
-each head's key numbers, :func:`nasa_lens.viewers.nas_heatmap_detailed`), a drop-down of examples, and below
-them the clicked head's :func:`~nasa_lens.viewers.head_card` and :func:`~nasa_lens.viewers.show_attention` on
+each head's key numbers, :func:`nasa_lens.plots.head_card.nas_heatmap_detailed`), a drop-down of examples, and below
+them the clicked head's :func:`~nasa_lens.plots.head_card.head_card` and :func:`~nasa_lens.plots.attention.show_attention` on
 the chosen example. Clicking a cell calls :meth:`NASExplorer.on_click`; changing the example redraws the
 attention. Both handlers are plain methods, so a test (or a script) drives the explorer without a browser::
 
@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from nasa_lens.heads import Head, format_head, parse_head
-from nasa_lens.viewers import ExampleError, _format, _pick_example, attention_figure, attention_view, head_card, nas_heatmap_detailed
+from nasa_lens.plots.attention import ExampleError, _format, _pick_example, attention_figure, attention_view
+from nasa_lens.plots.head_card import head_card, nas_heatmap_detailed
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.causal import EffectSweepResult

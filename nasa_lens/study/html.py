@@ -1,7 +1,7 @@
 """``report.html``: the study's report as ONE file that opens from disk, offline, every figure interactive.
 
-The text is the markdown report's (:func:`nasa_lens.study.report_markdown`, section by section), converted
-here by a small converter that knows the few constructs the report uses (headings, paragraphs, bullet
+The text is the markdown report's: each section function of :mod:`nasa_lens.study.report`
+(:func:`~nasa_lens.study.report.report_sections`) gives a title and markdown lines, converted here by a small converter that knows the few constructs the report uses (headings, paragraphs, bullet
 lists, pipe tables, bold/italic/code, links, images). Where the markdown shows a figure (a PNG with a link to
 its interactive ``.html``) the HTML report embeds the figure itself: its plotly ``div`` and script are taken
 from the study's figure file, so the figure is the very one the study drew. Tables sort by a click on a
@@ -10,7 +10,8 @@ column header (a few lines of inline JavaScript; numbers sort as numbers). plotl
 already publishes beside its figures (``plotlyjs="shared"``: a small file that needs that folder). Nothing
 is requested from any network.
 
-:func:`load_finished_study` refuses a folder that is not a finished study, naming what is missing.
+:func:`nasa_lens.study.pipeline.load_finished_study` refuses a folder that is not a finished study, naming
+what is missing (``nasa-lens report DIR`` reads the folder through it).
 """
 from __future__ import annotations
 
@@ -22,50 +23,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nasa_lens.io import read_json, write_text
+from nasa_lens.io import write_text
+from nasa_lens.study.common import REPORT_HTML_FILE, StudyNotFinishedError
 from nasa_lens.vocab import NasaLensError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nasa_lens.study import StudyResult
+    from nasa_lens.study.pipeline import StudyResult
 
-__all__ = ["REPORT_HTML_FILE", "PLOTLYJS_MODES", "StudyNotFinishedError", "load_finished_study", "markdown_to_html",
-           "report_html", "write_report_html"]
+__all__ = ["REPORT_HTML_FILE", "PLOTLYJS_MODES", "markdown_to_html", "report_html", "write_report_html"]
 
-REPORT_HTML_FILE = "report.html"
 PLOTLYJS_MODES = ("inline", "shared")
 _BUNDLE = "plotly.min.js"
-
-
-class StudyNotFinishedError(NasaLensError, FileNotFoundError):
-    """A folder that is not a finished study (the message names what is missing)."""
-
-
-# ------------------------------------------------------------------------------------------- the study folder
-
-
-def load_finished_study(out_dir: str | os.PathLike[str]) -> StudyResult:
-    """The finished study in ``out_dir``; :class:`StudyNotFinishedError` naming every missing piece otherwise
-    (``results.json``, ``timings.json``, ``report.md``, a stage's ``done.json``, a figure file)."""
-    from nasa_lens.study import REPORT_FILE, RESULTS_FILE, STAGES_DIR, TIMINGS_FILE, StudyResult
-
-    out = Path(out_dir)
-    hint = f"(run `nasa-lens study --out {out}` with its config to finish it)"
-    if not out.is_dir():
-        raise StudyNotFinishedError(f"{out} is not a study folder: it does not exist")
-    missing = [name for name in (RESULTS_FILE, TIMINGS_FILE, REPORT_FILE) if not (out / name).is_file()]
-    if missing:
-        raise StudyNotFinishedError(f"{out} is not a finished study: missing {', '.join(missing)} {hint}")
-    timings = read_json(out / TIMINGS_FILE)
-    missing = [f"{STAGES_DIR}/{t['folder']}/done.json" for t in timings.get("stages", [])
-               if not (out / STAGES_DIR / t["folder"] / "done.json").is_file()]
-    if missing:
-        raise StudyNotFinishedError(f"{out} is not a finished study: missing {', '.join(missing)} {hint}")
-    result = StudyResult.load(out)
-    names = [n for figs in result.results.get("figures", {}).values() for n in figs.values()]
-    missing = [f"{n}.html" for n in names if not (result.figures_dir / f"{n}.html").is_file()]
-    if missing:
-        raise StudyNotFinishedError(f"{out}: the study's figures are missing from {result.figures_dir}: {', '.join(missing)}")
-    return result
 
 
 # ------------------------------------------------------------------------------------------- markdown
@@ -270,32 +238,22 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 """
 
 
-def _sections(markdown: str) -> list[tuple[str, str]]:
-    """``(title, markdown)`` per ``## `` section; the text before the first one has title ``""``."""
-    parts: list[tuple[str, list[str]]] = [("", [])]
-    for line in markdown.splitlines():
-        if line.startswith("## "):
-            parts.append((line[3:].strip(), [line]))
-        else:
-            parts[-1][1].append(line)
-    return [(t, "\n".join(lines)) for t, lines in parts if t or any(x.strip() for x in lines)]
-
-
 def report_html(result: StudyResult, *, plotlyjs: str = "inline", folder: str | os.PathLike[str] | None = None) -> str:
     """The HTML report of a finished study (see the module docstring); ``folder``: where the page will lie
     (default the study folder), for the relative path to the shared bundle."""
-    from nasa_lens.study import report_markdown
+    from nasa_lens.study.report import report_sections
 
     if plotlyjs not in PLOTLYJS_MODES:
         raise NasaLensError(f"plotlyjs must be one of {list(PLOTLYJS_MODES)}, got {plotlyjs!r}")
     conv = _Converter(result.out_dir)
     body, nav = [], []
-    for title, md in _sections(report_markdown(result)):
-        content = conv.convert(md)
-        sid = f"section-{_slug(title)}" if title else "section-top"
-        body.append(f'<section id="{sid}">\n{content}\n</section>')
-        if title:
-            nav.append(f'<a href="#{_slug(title)}">{_inline(title)}</a>')
+    for section in report_sections(result):  # the sections of report.md, each converted on its own
+        content = conv.convert("\n".join(line for line in section.lines if line is not None))
+        level = section.level
+        heading = f'<h{level} id="{section.slug}">{_inline(section.title)}</h{level}>'
+        body.append(f'<section id="section-{section.slug}">\n{heading}\n{content}\n</section>')
+        if level > 1:
+            nav.append(f'<a href="#{section.slug}">{_inline(section.title)}</a>')
     more = [(model, key, result.figures_dir / f"{name}.html") for model, figs in result.results.get("figures", {}).items()
             for key, name in figs.items()]
     more = [(m, k, p) for m, k, p in more if p.is_file() and p.resolve() not in conv.embedded]
@@ -327,10 +285,8 @@ def report_html(result: StudyResult, *, plotlyjs: str = "inline", folder: str | 
     ])
 
 
-def write_report_html(study: StudyResult | str | os.PathLike[str], path: str | os.PathLike[str] | None = None, *,
-                      plotlyjs: str = "inline") -> Path:
-    """Write ``report.html`` (default: beside ``report.md``) atomically for a finished study (a
-    :class:`~nasa_lens.study.StudyResult` or its folder, checked by :func:`load_finished_study`)."""
-    result = study if not isinstance(study, (str, os.PathLike)) else load_finished_study(study)
+def write_report_html(result: StudyResult, path: str | os.PathLike[str] | None = None, *, plotlyjs: str = "inline") -> Path:
+    """Write ``report.html`` (default: beside ``report.md``) atomically for a finished study (read a folder with
+    :func:`nasa_lens.study.pipeline.load_finished_study`)."""
     target = Path(path) if path is not None else result.out_dir / REPORT_HTML_FILE
     return write_text(target, report_html(result, plotlyjs=plotlyjs, folder=target.parent))
