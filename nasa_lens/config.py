@@ -17,7 +17,7 @@ section re-runs only the stages that read it (and the stages downstream of them)
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import ABLATION_MODES, CONDITION_FORMATS, DEFAULT_MODEL, FORMATS, InputFileNotFoundError, NasaLensError, POSITIONS
+from nasa_lens.vocab import ABLATION_MODES, CONDITION_FORMATS, DEFAULT_MODEL, FORMATS, PLOTLYJS_MODES, InputFileNotFoundError, NasaLensError, POSITIONS
 
 import copy
 import dataclasses
@@ -254,6 +254,22 @@ class ReportConfig:
 
     def __post_init__(self) -> None:
         _positive(self.top_k, "report.top_k")
+
+
+@dataclass
+class HTMLReportConfig:
+    """``nasa-lens report DIR``: how ``report.html`` is (re)built from a finished study (not a study section:
+    it changes no stage).
+
+    Attributes:
+        plotlyjs: inline: plotly.js inside the page (one self-contained ~5 MB file); shared: load the study's
+            figures/plotly.min.js (a small page that needs that folder beside it).
+    """
+
+    plotlyjs: str = field(default="inline", metadata={"choices": PLOTLYJS_MODES})
+
+    def __post_init__(self) -> None:
+        _known(self.plotlyjs, PLOTLYJS_MODES, "plotlyjs")
 
 
 # ---------------------------------------------------------------------------------------------- the config

@@ -82,3 +82,6 @@ PATCHING_HEATMAP_FILE = "patching_heatmap"  # + .html / .png
 
 NAS_COLORSCALE = "RdBu_r"
 """Diverging scale of every signed heatmap (reversed RdBu: red = positive / No-leaning, blue = negative)."""
+
+PLOTLYJS_MODES: tuple[str, ...] = ("inline", "shared")
+"""How ``report.html`` gets plotly.js: inlined in the page, or the study's shared ``plotly.min.js``."""

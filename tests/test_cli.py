@@ -164,6 +164,7 @@ def test_every_flag_default_is_its_config_default():
         "patch": {"out"},
         "finetune": {"out"},
         "study": {"config", "quick", "overrides", "models", "out", "figures", "no_png", "print_config", "no_progress"},
+        "report": {"out"},
     }
     checked = 0
     for name, sub in _subparsers(build_parser()):

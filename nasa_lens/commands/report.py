@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from nasa_lens.commands.flags import add_config_flags, config_from_args
+from nasa_lens.config import HTMLReportConfig
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -12,10 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "interactive and every table sortable, in one file that opens from disk without a network.",
     )
     p.add_argument("dir", help="a finished study folder (written by `nasa-lens study --out DIR`)")
+    add_config_flags(p, HTMLReportConfig)
     p.add_argument("--out", default=None, help="the HTML file to write (default: DIR/report.html)")
-    p.add_argument("--plotlyjs", choices=("inline", "shared"), default="inline",
-                   help="inline: plotly.js inside the page (one ~5 MB file, default); shared: load the study's "
-                        "figures/plotly.min.js (a small page that needs that folder)")
     p.set_defaults(func=_report)
 
 
@@ -23,6 +24,7 @@ def _report(args: argparse.Namespace) -> int:
     from nasa_lens.study.html import write_report_html
     from nasa_lens.study.pipeline import load_finished_study
 
-    path = write_report_html(load_finished_study(args.dir), args.out, plotlyjs=args.plotlyjs)
+    cfg = config_from_args(HTMLReportConfig, args)
+    path = write_report_html(load_finished_study(args.dir), args.out, plotlyjs=cfg.plotlyjs)
     print(path)
     return 0

@@ -25,14 +25,13 @@ from typing import TYPE_CHECKING
 
 from nasa_lens.io import write_text
 from nasa_lens.study.common import REPORT_HTML_FILE, StudyNotFinishedError
-from nasa_lens.vocab import NasaLensError
+from nasa_lens.vocab import PLOTLYJS_MODES, NasaLensError
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.study.pipeline import StudyResult
 
 __all__ = ["REPORT_HTML_FILE", "PLOTLYJS_MODES", "markdown_to_html", "report_html", "write_report_html"]
 
-PLOTLYJS_MODES = ("inline", "shared")
 _BUNDLE = "plotly.min.js"
 
 
