@@ -339,7 +339,7 @@ def attention_figure(view: AttentionView, *, mode: str = "both", rows: str = "al
     default = (f"Attention of {heads_txt}: {view.model}, example {view.example_id}{gold}, p(yes) {view.p_yes:.3f}"
                f"<br><sup>key columns: candidate {_esc(view.tokens[view.pos_yes])} (blue, pos {view.pos_yes}), "
                f"{_esc(view.tokens[view.pos_no])} (red, pos {view.pos_no}); answer position {view.pos_answer} (green)</sup>")
-    fig.update_layout(title={"text": title or default, "font": {"size": 13}, "yref": "container", "y": 0.99, "yanchor": "top",
+    fig.update_layout(title={"text": title or default, "font": {"size": 13}, "yref": "container", "y": 0.975, "yanchor": "top",
                              "x": 0.01, "xanchor": "left"},
                       margin={"t": 130 if len(view.heads) > 1 else 90, "b": 90, "l": 90, "r": 30},
                       width=max(640, min(1600, 11 * n + 220)), height=sum(heights[p] for p in panels) + 240,
