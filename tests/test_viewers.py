@@ -213,7 +213,7 @@ def test_labels_readable_on_real_models(name, smol):
     """SmolLM2 (byte-level BPE: Ġ space, Ċ newline) and Gemma 3 (sentencepiece: ▁ space): the labels show
     neither marker, only the glyphs, and the whole prompt reads back from them."""
     from nasa_lens.models import load_model
-    from tests.conftest import Ex
+    from nasa_lens.datasets import Example as Ex
 
     model = smol if name == "smollm2-135m-instruct" else load_model(name)
     ex = Ex("Is 7  a prime\nnumber?", "yes", "p7")
