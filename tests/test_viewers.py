@@ -152,6 +152,15 @@ def test_dla_split_accepts_arrays_and_tables():
     assert cards._dla_split(SimpleNamespace(per_head=table), (1, 0)) == {"via_yes": 0.2, "via_no": -0.4, "via_other": 0.5}
     assert cards._dla_split(SimpleNamespace(to_dataframe=lambda: table), (0, 1))["via_no"] == 0.3
     assert cards._dla_split(None, (0, 0)) is None
+    # a DLAResult (nasa_lens.dla): heads [example, layer, head, 3] read through source(name)
+    heads = np.arange(2 * 2 * 2 * 3, dtype=float).reshape(2, 2, 2, 3)
+    like_dla = SimpleNamespace(source=lambda k: heads[..., ("via_yes", "via_no", "via_other").index(k)])
+    assert cards._dla_split(like_dla, (1, 1)) == {"via_yes": 15.0, "via_no": 16.0, "via_other": 17.0}
+    # a long per-example table: rows of a head are averaged
+    long = pd.DataFrame({"layer": [0, 0, 1], "head": [0, 0, 0], "via_yes": [1.0, 3.0, 5.0], "via_no": 0.0, "via_other": 0.0})
+    means = cards.dla_means(SimpleNamespace(table=lambda: long))
+    assert means["via_yes"].tolist() == [[2.0], [5.0]]
+    assert cards.dla_means(means) is means
     with pytest.raises(TypeError, match="via_yes"):
         cards._dla_split(SimpleNamespace(x=1), (0, 0))
 

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
     from nasa_lens.nas import NASResult
 
-__all__ = ["CandidateAttention", "candidate_attention", "head_card", "head_numbers", "nas_heatmap_detailed"]
+__all__ = ["CandidateAttention", "candidate_attention", "dla_means", "head_card", "head_numbers", "nas_heatmap_detailed"]
 
 # ------------------------------------------------------------------------------------------ one head, many prompts
 
@@ -91,38 +91,51 @@ def candidate_attention(model: LoadedModel, data: Sequence[Any], head: Head, fmt
     return CandidateAttention((layer, h), offsets[keep], to_yes[:, keep], to_no[:, keep], ids)
 
 
+_VIAS = ("via_yes", "via_no", "via_other")
+
+
+def dla_means(dla: Any) -> dict[str, np.ndarray] | None:
+    """Mean ``via_yes`` / ``via_no`` / ``via_other`` per head (``[layer, head]`` arrays) from any DLA-like object:
+    a :class:`nasa_lens.dla.DLAResult` (its ``source(name)``: ``[example, layer, head]``); arrays ``via_yes`` /
+    ``via_no`` / ``via_other`` shaped ``[layer, head]`` or ``[example, layer, head]``; or a table (``table()`` /
+    ``per_head`` / ``head_table()`` / ``to_dataframe()``, or a DataFrame) with ``layer, head`` and those columns
+    (rows of a head are averaged). None for None."""
+    if dla is None or isinstance(dla, dict):
+        return dla
+    if all(hasattr(dla, k) and not callable(getattr(dla, k)) for k in _VIAS):
+        arrays = {k: np.asarray(getattr(dla, k), dtype=float) for k in _VIAS}
+    elif callable(getattr(dla, "source", None)):
+        arrays = {k: np.asarray(dla.source(k), dtype=float) for k in _VIAS}
+    else:
+        table = dla if isinstance(dla, pd.DataFrame) else None
+        for attr in ("table", "per_head", "head_table", "to_dataframe"):
+            obj = getattr(dla, attr, None)
+            if table is not None or obj is None:
+                continue
+            cand = obj() if callable(obj) else obj
+            if isinstance(cand, pd.DataFrame) and {"layer", "head", *_VIAS} <= set(cand.columns):
+                table = cand
+        if table is None or not {"layer", "head", *_VIAS} <= set(table.columns):
+            raise TypeError("dla must have via_yes / via_no / via_other arrays, a source(name) method, or a per-head table "
+                            "with layer, head and those columns")
+        g = table.groupby(["layer", "head"])[list(_VIAS)].mean()
+        n_l, n_h = int(table["layer"].max()) + 1, int(table["head"].max()) + 1
+        arrays = {k: np.full((n_l, n_h), np.nan) for k in _VIAS}
+        for (layer, h), row in g.iterrows():
+            for k in _VIAS:
+                arrays[k][int(layer), int(h)] = row[k]
+    return {k: (np.nanmean(v, axis=0) if v.ndim == 3 else v) for k, v in arrays.items()}
+
+
 def _dla_split(dla: Any, head: Head) -> dict[str, float] | None:
-    """A head's direct-logit-attribution split ``{via_yes, via_no, via_other}`` from any DLA-like object:
-    arrays ``via_yes`` / ``via_no`` / ``via_other`` shaped ``[layer, head]`` or ``[example, layer, head]``, or a
-    per-head table (``per_head`` / ``head_table()`` / ``to_dataframe()``) with ``layer, head`` and those columns."""
-    keys = ("via_yes", "via_no", "via_other")
-    if dla is None:
+    """One head's ``{via_yes, via_no, via_other}`` (see :func:`dla_means`; ``dla`` may be its output)."""
+    means = dla if isinstance(dla, dict) else dla_means(dla)
+    if means is None:
         return None
-    if all(hasattr(dla, k) and not callable(getattr(dla, k)) for k in keys):
-        out = {}
-        for k in keys:
-            arr = np.asarray(getattr(dla, k), dtype=float)
-            if arr.ndim == 3:
-                arr = np.nanmean(arr, axis=0)
-            out[k] = float(arr[head])
-        return out
-    table = None
-    for attr in ("per_head", "head_table", "to_dataframe"):
-        obj = getattr(dla, attr, None)
-        if obj is None:
-            continue
-        table = obj() if callable(obj) else obj
-        if isinstance(table, pd.DataFrame) and set(keys) <= set(table.columns):
-            break
-        table = None
-    if table is None and isinstance(dla, pd.DataFrame) and set(keys) <= set(dla.columns):
-        table = dla
-    if table is None:
-        raise TypeError("dla must have via_yes / via_no / via_other arrays or a per-head table with those columns")
-    rows = table[(table["layer"] == head[0]) & (table["head"] == head[1])]
-    if rows.empty:
+    layer, h = head
+    if layer >= means["via_yes"].shape[0] or h >= means["via_yes"].shape[1] or np.isnan(means["via_yes"][layer, h]):
         return None
-    return {k: float(rows[k].mean()) for k in keys}
+    return {k: float(means[k][layer, h]) for k in _VIAS}
 
 
 def head_numbers(nas: NASResult, head: Head, sweep: EffectSweepResult | None = None, dla: Any = None) -> dict[str, Any]:
@@ -290,6 +303,7 @@ def nas_heatmap_detailed(nas: NASResult, sweep: EffectSweepResult | None = None,
     from nasa_lens.plots.nas import nas_heatmap
 
     fig = nas_heatmap(nas, title=title)
-    text = [[_hover_lines(head_numbers(nas, (layer, h), sweep, dla)) for h in range(nas.n_heads)] for layer in range(nas.n_layers)]
+    means = dla_means(dla)  # once, not per head
+    text = [[_hover_lines(head_numbers(nas, (layer, h), sweep, means)) for h in range(nas.n_heads)] for layer in range(nas.n_layers)]
     fig.update_traces(text=text, hovertemplate="%{text}<extra></extra>")
     return fig

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from nasa_lens.heads import Head, format_head, parse_head
 from nasa_lens.plots.attention import ExampleError, _format, _pick_example, attention_figure, attention_view
-from nasa_lens.plots.head_card import head_card, nas_heatmap_detailed
+from nasa_lens.plots.head_card import dla_means, head_card, nas_heatmap_detailed
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.causal import EffectSweepResult
@@ -68,7 +68,8 @@ class NASExplorer:
         import plotly.graph_objects as go
 
         w = _widgets()
-        self.model, self.data, self.nas, self.sweep, self.dla = model, list(data), nas, sweep, dla
+        self.model, self.data, self.nas, self.sweep = model, list(data), nas, sweep
+        self.dla = dla_means(dla)  # per-head means, once (a click then reads them)
         if len(self.data) != nas.n:
             raise ExampleError(f"the NAS result has {nas.n} examples but data has {len(self.data)}: pass the data it was scanned on")
         self.fmt = _format(fmt)
