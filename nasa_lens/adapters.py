@@ -458,8 +458,52 @@ def save_adapter(
     return tensor_file
 
 
+_SHAPE_KEYS = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_meta_fields(meta: dict[str, Any], meta_file: Path) -> None:
+    """Every field :func:`load_adapter` reads has the type it needs; else an :class:`AdapterError` naming the
+    file and the field (a hand-edited or foreign ``adapter.json`` must never reach a traceback)."""
+
+    def bad(field: str, want: str) -> AdapterError:
+        got = json.dumps(meta.get(field), ensure_ascii=False, default=str)
+        return AdapterError(f"adapter metadata {meta_file}: field {field!r} must be {want}, got {got[:120]}")
+
+    for key in ("base_model", "base_weights_hash", "tensor_sha256"):
+        if not isinstance(meta[key], str) or not meta[key]:
+            raise bad(key, "a non-empty string")
+    shape = meta["shape"]
+    if not isinstance(shape, dict):
+        raise bad("shape", f"an object with the integer fields {', '.join(_SHAPE_KEYS)}")
+    for key in _SHAPE_KEYS:
+        if key not in shape:
+            raise AdapterError(f"adapter metadata {meta_file}: field 'shape' lacks {key!r}")
+        if not _is_int(shape[key]) or shape[key] < 1:
+            raise AdapterError(
+                f"adapter metadata {meta_file}: field 'shape.{key}' must be a positive integer, got "
+                f"{json.dumps(shape[key], default=str)[:60]}"
+            )
+    for key in ("heads", "key_groups"):
+        units = meta[key]
+        if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
+            raise bad(key, 'a list of "LAYER.HEAD" strings such as ["18.4"]')
+        for u in units:
+            try:
+                parse_head(u)
+            except ValueError as exc:
+                raise AdapterError(f"adapter metadata {meta_file}: field {key!r}: {exc}") from None
+    rank = meta.get("rank")
+    if rank is not None and (not _is_int(rank) or rank < 1):
+        raise bad("rank", "a positive integer or null (full rows)")
+
+
 def read_adapter_meta(path: str | Path) -> dict[str, Any]:
-    """The metadata (``adapter.json``) of an adapter folder or file, checked for format and version."""
+    """The metadata (``adapter.json``) of an adapter folder or file, checked for format, version and the
+    type of every field it needs (an :class:`AdapterError` names the file and the field)."""
     _, meta_file = adapter_paths(path)
     if not meta_file.is_file():
         raise InputFileNotFoundError(f"adapter metadata {meta_file} not found (an adapter is adapter.safetensors + adapter.json)")
@@ -467,13 +511,18 @@ def read_adapter_meta(path: str | Path) -> dict[str, Any]:
         meta = read_json(meta_file)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise AdapterError(f"adapter metadata {meta_file} is corrupt (not valid JSON: {exc})") from None
+    except (ValueError, RecursionError) as exc:
+        raise AdapterError(f"adapter metadata {meta_file} is corrupt (not valid JSON: {type(exc).__name__})") from None
+    except OSError as exc:
+        raise AdapterError(f"cannot read adapter metadata {meta_file}: {exc.strerror or exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != ADAPTER_FORMAT:
         raise AdapterError(f"{meta_file} is not a nasa-lens adapter file (format {meta.get('format') if isinstance(meta, dict) else None!r})")
-    if meta.get("version") != ADAPTER_VERSION:
+    if meta.get("version") != ADAPTER_VERSION or isinstance(meta.get("version"), bool):
         raise AdapterError(f"{meta_file}: adapter format version {meta.get('version')!r}; this nasa-lens reads {ADAPTER_VERSION}")
     for key in ("base_model", "base_weights_hash", "shape", "heads", "key_groups", "tensor_sha256"):
         if key not in meta:
             raise AdapterError(f"adapter metadata {meta_file} is corrupt: it lacks {key!r}")
+    _check_meta_fields(meta, meta_file)
     return meta
 
 
@@ -516,7 +565,11 @@ def load_adapter(
         raise AdapterError(f"adapter {meta_file} was made for shape {meta['shape']}, but {model.name!r} has {shape}")
     if not tensor_file.is_file():
         raise InputFileNotFoundError(f"adapter tensor file {tensor_file} not found")
-    if _sha256(tensor_file) != meta["tensor_sha256"]:
+    try:
+        tensor_sha = _sha256(tensor_file)
+    except OSError as exc:
+        raise AdapterError(f"cannot read adapter tensor file {tensor_file}: {exc.strerror or exc}") from None
+    if tensor_sha != meta["tensor_sha256"]:
         raise AdapterError(
             f"adapter tensor file {tensor_file} is corrupt or truncated: its sha256 does not match {meta_file.name} "
             f"({tensor_file.stat().st_size} bytes)"
@@ -538,7 +591,10 @@ def load_adapter(
                 f"adapter {meta_file} was trained on other weights of {model.name!r}: base weights hash "
                 f"{meta['base_weights_hash']}, this model {got}{note}"
             )
-    adapter = HeadAdapter(heads, groups, shape=shape, rank=meta.get("rank"), base_model=model.name)
+    try:
+        adapter = HeadAdapter(heads, groups, shape=shape, rank=meta.get("rank"), base_model=model.name)
+    except AdapterError as exc:
+        raise AdapterError(f"adapter metadata {meta_file}: {exc}") from None
     adapter.load_tensors(tensors, source=str(tensor_file))
     adapter.file_meta = meta
     if mode == "hooks":

@@ -50,6 +50,7 @@ __all__ = [
     "ModelLoadError",
     "load_model",
     "list_models",
+    "check_device",
     "weights_hash",
 ]
 
@@ -115,6 +116,8 @@ class LoadedModel:
         name: the name it was loaded by.
         n_layers, n_heads, n_kv_heads, d_head: shape facts.
         chat: whether the tokenizer has a chat template (prompts use it when present).
+        n_ctx: the context window in tokens (the bridge's ``cfg.n_ctx``, else the Hugging Face config's
+            ``max_position_embeddings``; ``None`` when unknown). Prompts longer than it are refused.
         source: where the weights came from (a cache folder, a GGUF file, a hub id).
     """
 
@@ -126,6 +129,7 @@ class LoadedModel:
     n_kv_heads: int
     d_head: int
     chat: bool
+    n_ctx: int | None = None
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -192,6 +196,8 @@ def load_model(
     """
     if device is not None and device_map is not None:
         raise InputError("give either device= or device_map=, not both")
+    if device is not None:
+        device = check_device(device)
     if name == TINY_RANDOM:
         hf_model, tok, source = _tiny_random(), _smollm2_tokenizer(), "random init (seed 0)"
         loaded = _boot("tiny-random", hf_model, tok, device, dtype, None, bridge_kwargs, hub_name="tiny-random")
@@ -224,6 +230,37 @@ def load_model(
     return loaded
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device` that exists here, else a :class:`ModelLoadError` saying why
+    (an invalid name such as ``"foo"``, or a device this machine lacks such as ``"cuda:7"``). Cheap: no
+    model is loaded."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ModelLoadError(
+            f"invalid device {str(device)!r}: expected cpu, cuda, cuda:N, mps or another torch device name"
+        ) from None
+    if dev.type == "meta":
+        raise ModelLoadError("device 'meta' holds no weights; choose cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelLoadError(f"device {str(device)!r} is not available: this machine has no CUDA GPU (torch sees none)")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ModelLoadError(f"device {str(device)!r} is not available: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
+        return dev
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {str(device)!r} is not available: torch sees no Apple MPS device here")
+    try:
+        torch.empty(0, device=dev)
+    except Exception as exc:  # noqa: BLE001 - any failure means the device is not usable here
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ModelLoadError(f"device {str(device)!r} is not available here: {type(exc).__name__}: {first}") from None
+    return dev
+
+
 # --------------------------------------------------------------------------------------------- booting
 
 
@@ -236,6 +273,8 @@ def _boot(name, hf_model, tok, device, dtype, device_map, bridge_kwargs, *, hub_
         # let accelerate place it first.
         kwargs["device_map"] = device_map
     elif device is not None:
+        # With hf_model= the bridge records ``device`` in its cfg but does not move the model: do it here.
+        hf_model = hf_model.to(device)
         kwargs["device"] = device
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -253,6 +292,10 @@ def _wrap(name: str, bridge: TransformerBridge, tok: Any) -> LoadedModel:
     cfg = bridge.cfg
     n_heads = int(cfg.n_heads)
     n_kv = int(getattr(cfg, "n_key_value_heads", None) or n_heads)
+    n_ctx = getattr(cfg, "n_ctx", None)
+    if not n_ctx:
+        hf_cfg = getattr(getattr(bridge, "original_model", None), "config", None)
+        n_ctx = getattr(hf_cfg, "max_position_embeddings", None)
     return LoadedModel(
         bridge=bridge,
         tokenizer=tok,
@@ -262,6 +305,7 @@ def _wrap(name: str, bridge: TransformerBridge, tok: Any) -> LoadedModel:
         n_kv_heads=n_kv,
         d_head=int(cfg.d_head),
         chat=bool(getattr(tok, "chat_template", None)),
+        n_ctx=int(n_ctx) if n_ctx else None,
     )
 
 

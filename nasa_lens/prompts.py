@@ -30,7 +30,10 @@ if TYPE_CHECKING:
     from nasa_lens.datasets import Example
     from nasa_lens.models import LoadedModel
 
-__all__ = ["PromptError", "PromptFormat", "PromptBatch", "build_batch", "iter_batches", "render_prompt"]
+__all__ = [
+    "PromptError", "PromptFormat", "PromptBatch", "build_batch", "iter_batches", "render_prompt", "check_prompts",
+    "encode_prompts", "context_length",
+]
 
 
 class PromptError(NasaLensError, ValueError):
@@ -183,11 +186,22 @@ def _word_re(word: str) -> re.Pattern[str]:
 
 
 def _user_message(question: str, fmt: PromptFormat) -> tuple[str, tuple[int, int], tuple[int, int]]:
-    """Render the user message; return it with the char spans of the positive and negative candidate."""
+    """Render the user message; return it with the char spans of the positive and negative candidate.
+
+    The candidates are always taken from the instruction, i.e. the template's own text, wherever it stands
+    relative to ``{question}``: from the ``{first}`` / ``{second}`` fields, else from the last occurrence of
+    each candidate word inside the template's literal text (never inside the question, so a question that
+    contains "Yes" cannot move the position). Only ``template="{question}"`` (a raw prompt carrying its own
+    instruction) searches the question, taking the last occurrence of each word.
+    """
     out: list[str] = []
     spans: dict[str, tuple[int, int]] = {}
+    literal_spans: list[tuple[int, int]] = []
     for literal, fname, _spec, _conv in string.Formatter().parse(fmt.template):
+        start = sum(len(s) for s in out)
         out.append(literal)
+        if literal:
+            literal_spans.append((start, start + len(literal)))
         if fname is None:
             continue
         value = {"question": question, "first": fmt.first, "second": fmt.second}[fname]
@@ -200,11 +214,16 @@ def _user_message(question: str, fmt: PromptFormat) -> tuple[str, tuple[int, int
         pos_span = spans["second"] if fmt.negative_first else spans["first"]
         neg_span = spans["first"] if fmt.negative_first else spans["second"]
         return text, pos_span, neg_span
+    raw = fmt.template.strip() == "{question}"
     found = []
     for word in (fmt.positive, fmt.negative):
-        matches = list(_word_re(word).finditer(text))
+        matches = [
+            m for m in _word_re(word).finditer(text)
+            if raw or any(lo <= m.start() and m.end() <= hi for lo, hi in literal_spans)
+        ]
         if not matches:
-            raise PromptError(f"the prompt does not contain the candidate {word!r}: {text[-120:]!r}")
+            where = "the prompt" if raw else "the instruction (the template's own text)"
+            raise PromptError(f"{where} does not contain the candidate {word!r} as a word: {text[-120:]!r}")
         found.append(matches[-1].span())
     return text, found[0], found[1]
 
@@ -278,33 +297,81 @@ def answer_token_ids(model: LoadedModel, fmt: PromptFormat | None = None) -> tup
     return out[0], out[1]
 
 
+def context_length(model: LoadedModel) -> int | None:
+    """The model's context window in tokens (``n_ctx``), or ``None`` when unknown."""
+    n = getattr(model, "n_ctx", None)
+    return int(n) if n else None
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    ids: list[int]
+    pos_yes: int
+    pos_no: int
+    text: str
+
+
+def _encode(model: LoadedModel, ex: Example | str, k: int, fmt: PromptFormat, chat: bool, n_ctx: int | None) -> _Encoded:
+    """Render and tokenize one example; every problem is a :class:`PromptError` naming the example."""
+    tok = model.tokenizer
+    ex_id = getattr(ex, "id", str(k))
+    try:
+        text, pspan, nspan = _render(model, ex, fmt)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise PromptError(
+                f"the text is not valid Unicode: {exc.object[exc.start:exc.end]!r} at character {exc.start} "
+                "(a lone surrogate?)"
+            ) from None
+        enc = tok(text, add_special_tokens=not chat, return_offsets_mapping=True)
+        ids = list(enc["input_ids"])
+        if n_ctx is not None and len(ids) > n_ctx:
+            raise PromptError(
+                f"the prompt is {len(ids)} tokens long, more than the {n_ctx}-token context window of "
+                f"model {model.name!r}; shorten or drop this example"
+            )
+        offsets = [tuple(o) for o in enc["offset_mapping"]]
+        py = _token_at(offsets, pspan, fmt.positive, ids, tok)
+        pn = _token_at(offsets, nspan, fmt.negative, ids, tok)
+    except PromptError as exc:
+        raise PromptError(f"example {ex_id!r}: {exc}") from None
+    return _Encoded(ids, py, pn, text)
+
+
+def encode_prompts(model: LoadedModel, examples: Sequence[Example | str], fmt: PromptFormat | None = None) -> list[_Encoded]:
+    """Render and tokenize every example, checking each against the model's context window: the check
+    every caller runs before the first forward (:func:`iter_batches` does it for all its batches at once).
+
+    Raises:
+        PromptError: naming the first bad example: a prompt longer than the context window (its token
+            length and the limit), text that is not valid Unicode, a candidate that is not one token.
+    """
+    fmt = fmt or PromptFormat()
+    chat = _use_chat(model, fmt)
+    n_ctx = context_length(model)
+    return [_encode(model, ex, k, fmt, chat, n_ctx) for k, ex in enumerate(examples)]
+
+
+def check_prompts(model: LoadedModel, examples: Sequence[Example | str], fmt: PromptFormat | None = None) -> None:
+    """Raise :class:`PromptError` for the first example that cannot be a prompt for ``model`` (see
+    :func:`encode_prompts`); call it before a loop that builds its batches one by one."""
+    encode_prompts(model, examples, fmt)
+
+
 def build_batch(model: LoadedModel, examples: Sequence[Example | str], fmt: PromptFormat | None = None) -> PromptBatch:
     """Tokenize ``examples`` into one left-padded batch with candidate and answer positions per row."""
     fmt = fmt or PromptFormat()
     if len(examples) == 0:
         raise PromptError("cannot build a batch from zero examples")
+    answer_token_ids(model, fmt)  # a bad answer token is reported before any example
+    return _assemble(model, examples, encode_prompts(model, examples, fmt), fmt)
+
+
+def _assemble(model: LoadedModel, examples: Sequence[Example | str], encoded: Sequence[_Encoded], fmt: PromptFormat) -> PromptBatch:
     tok = model.tokenizer
-    chat = _use_chat(model, fmt)
     yes_id, no_id = answer_token_ids(model, fmt)
-    rows: list[list[int]] = []
-    pos_yes: list[int] = []
-    pos_no: list[int] = []
-    texts: list[str] = []
-    for k, ex in enumerate(examples):
-        ex_id = getattr(ex, "id", str(k))
-        try:
-            text, pspan, nspan = _render(model, ex, fmt)
-            enc = tok(text, add_special_tokens=not chat, return_offsets_mapping=True)
-            ids = list(enc["input_ids"])
-            offsets = [tuple(o) for o in enc["offset_mapping"]]
-            py = _token_at(offsets, pspan, fmt.positive, ids, tok)
-            pn = _token_at(offsets, nspan, fmt.negative, ids, tok)
-        except PromptError as exc:
-            raise PromptError(f"example {ex_id!r}: {exc}") from None
-        rows.append(ids)
-        pos_yes.append(py)
-        pos_no.append(pn)
-        texts.append(text)
+    rows = [e.ids for e in encoded]
     width = max(len(r) for r in rows)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
@@ -320,14 +387,14 @@ def build_batch(model: LoadedModel, examples: Sequence[Example | str], fmt: Prom
     return PromptBatch(
         input_ids=input_ids,
         attention_mask=mask,
-        pos_yes=torch.tensor(pos_yes, dtype=torch.long) + shift_t,
-        pos_no=torch.tensor(pos_no, dtype=torch.long) + shift_t,
+        pos_yes=torch.tensor([e.pos_yes for e in encoded], dtype=torch.long) + shift_t,
+        pos_no=torch.tensor([e.pos_no for e in encoded], dtype=torch.long) + shift_t,
         pos_answer=torch.full((len(rows),), width - 1, dtype=torch.long),
         answer_yes_id=yes_id,
         answer_no_id=no_id,
         labels=labels,
         ids=[str(getattr(ex, "id", k)) for k, ex in enumerate(examples)],
-        texts=texts,
+        texts=[e.text for e in encoded],
         format=fmt,
     ).to(model.device)
 
@@ -349,9 +416,15 @@ def iter_batches(
     together so padding stays small (callers scatter results back with the indices)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    fmt = fmt or PromptFormat()
+    if len(examples):
+        answer_token_ids(model, fmt)
+    # Every prompt is encoded (and checked against the context window) before the first batch is yielded,
+    # so a bad example fails the run before any forward pass, not after the batches before it.
+    encoded = encode_prompts(model, examples, fmt)
     order = list(range(len(examples)))
     if sort_by_length:
         order.sort(key=lambda i: len(_question_text(examples[i])))
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        yield idx, build_batch(model, [examples[i] for i in idx], fmt)
+        yield idx, _assemble(model, [examples[i] for i in idx], [encoded[i] for i in idx], fmt)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from nasa_lens.vocab import NasaLensError
 
+import gzip
 import hashlib
 import json
 import logging
 import os
 import random
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,18 @@ def normalise_label(value: Any) -> str:
     raise DatasetError(f'label must be "yes" or "no", got {json.dumps(value, ensure_ascii=False)}')
 
 
+def _check_unicode(text: str, what: str) -> None:
+    """Refuse text that cannot be written as UTF-8 (a lone surrogate such as JSON ``"\\ud800"``), before it
+    reaches a tokenizer that would fail without naming the example."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = exc.object[exc.start : exc.end]
+        raise DatasetError(
+            f"{what} is not valid Unicode: lone surrogate {bad.encode('unicode_escape').decode()} at character {exc.start}"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Example:
     """One labelled yes/no question.
@@ -65,6 +79,10 @@ class Example:
     def __post_init__(self) -> None:
         if not isinstance(self.question, str) or not self.question.strip():
             raise DatasetError(f"example {self.id!r}: question must be a non-empty string, got {self.question!r}")
+        for what in ("id", "question", "context", "group"):
+            value = getattr(self, what)
+            if isinstance(value, str):
+                _check_unicode(value, f"example {self.id!r}: {what}" if what != "id" else "example id")
         object.__setattr__(self, "label", normalise_label(self.label))
         if isinstance(self.id, int) and not isinstance(self.id, bool):
             object.__setattr__(self, "id", str(self.id))
@@ -223,29 +241,58 @@ def write_jsonl(path: str | os.PathLike[str], examples: Iterable[Example]) -> Pa
     return Path(path)
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> list[Example]:
-    """Read a JSONL file of examples (see the module docs for the format).
+GZIP_MAGIC = b"\x1f\x8b"
 
-    Raises :class:`DatasetError` naming the file and 1-based line number for any malformed line or a
-    duplicate id, and naming the path for a missing file.
+
+def jsonl_stem(path: str | os.PathLike[str]) -> str:
+    """The dataset name of a JSONL file: its name without ``.jsonl`` / ``.jsonl.gz``."""
+    name = Path(path).name
+    return Path(name[:-3] if name.endswith(".gz") else name).stem
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Example]:
+    """Read a JSONL file of examples (see the module docs for the format); a gzip-compressed file
+    (``.jsonl.gz``, recognised by its content) is read the same way.
+
+    Raises :class:`DatasetError` naming the file and 1-based line number for any malformed line (invalid
+    JSON, bytes that are not UTF-8, text that is not valid Unicode, a bad field) or a duplicate id, and
+    naming the path for a missing, unreadable, corrupt-gzip file or a folder.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"dataset path {path} is a folder, not a JSONL file")
     if not path.is_file():
+        if path.exists():
+            raise DatasetError(f"dataset path {path} is not a regular file")
         raise DatasetError(f"dataset file not found: {path}")
     examples: list[Example] = []
     first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                ex = _parse_record(line, default_id=f"{path.stem}-{lineno}")
-            except DatasetError as e:
-                raise DatasetError(f"{path}:{lineno}: {e}") from None
-            if ex.id in first_line:
-                raise DatasetError(f"{path}:{lineno}: duplicate id {ex.id!r} (first used on line {first_line[ex.id]})")
-            first_line[ex.id] = lineno
-            examples.append(ex)
+    try:
+        with open(path, "rb") as raw:
+            compressed = raw.read(2) == GZIP_MAGIC
+        opener = gzip.open if compressed else open
+        with opener(path, "rb") as f:
+            for lineno, data in enumerate(f, start=1):
+                where = f"{path}{' (gzip)' if compressed else ''}:{lineno}"
+                try:
+                    line = data.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    hint = "" if compressed else "; is the file compressed or binary? (a .jsonl.gz file is read as gzip)"
+                    raise DatasetError(f"{where}: not UTF-8 text (byte 0x{data[e.start]:02x} at column {e.start + 1}){hint}") from None
+                if not line.strip():
+                    continue
+                try:
+                    ex = _parse_record(line, default_id=f"{jsonl_stem(path)}-{lineno}")
+                except DatasetError as e:
+                    raise DatasetError(f"{where}: {e}") from None
+                if ex.id in first_line:
+                    raise DatasetError(f"{where}: duplicate id {ex.id!r} (first used on line {first_line[ex.id]})")
+                first_line[ex.id] = lineno
+                examples.append(ex)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+        raise DatasetError(f"dataset file {path} is a corrupt or truncated gzip file: {e}") from None
+    except OSError as e:
+        raise DatasetError(f"cannot read dataset file {path}: {e.strerror or e}") from None
     log.debug("read %d examples from %s", len(examples), path)
     return examples
 
@@ -256,6 +303,10 @@ def _parse_record(line: str, default_id: str) -> Example:
         record = json.loads(line)
     except json.JSONDecodeError as e:
         raise DatasetError(f"invalid JSON ({e.msg} at column {e.colno})") from None
+    except ValueError as e:  # e.g. an integer longer than Python's digit limit
+        raise DatasetError(f"invalid JSON ({e})") from None
+    except RecursionError:
+        raise DatasetError("invalid JSON (nested too deeply)") from None
     if not isinstance(record, dict):
         raise DatasetError(f"expected a JSON object, got {type(record).__name__}")
     question = record.get("question")

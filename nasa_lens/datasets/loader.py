@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasa_lens.datasets.core import DatasetError, Example, YesNoDataset, read_jsonl
+from nasa_lens.datasets.core import DatasetError, Example, YesNoDataset, jsonl_stem, read_jsonl
 from nasa_lens.datasets.generators import DEFAULT_DIFFICULTY, DEFAULT_N, GENERATORS
 from nasa_lens.datasets.sources import REGISTRY, is_cached, pull_dataset
 
@@ -83,9 +83,9 @@ def _load_all(name_or_path: str | os.PathLike[str], options: dict[str, Any]) -> 
         info = {"kind": "registry", "source": entry.source, "licence": entry.licence, "path": str(path)}
         return YesNoDataset(name, read_jsonl(path), info)
     path = Path(name)
-    if path.suffix == ".jsonl" or path.exists() or os.sep in name or "/" in name:
+    if name.endswith((".jsonl", ".jsonl.gz")) or path.exists() or os.sep in name or "/" in name:
         _no_options(name, options, "JSONL files take no options")
-        return YesNoDataset(path.stem, read_jsonl(path), {"kind": "file", "source": str(path)})
+        return YesNoDataset(jsonl_stem(path), read_jsonl(path), {"kind": "file", "source": str(path)})
     raise DatasetError(
         f"unknown dataset {name!r}. Known generators: {', '.join(GENERATORS)}; "
         f"registry datasets: {', '.join(REGISTRY)}; or give the path of a .jsonl file"
