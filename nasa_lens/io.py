@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,38 @@ from typing import Any
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["cache_dir", "atomic_path", "atomic_dir", "write_text", "write_json", "read_json"]
+try:  # POSIX advisory locks; elsewhere the locks below are no-ops
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
+from nasa_lens.vocab import NasaLensError
+
+__all__ = [
+    "cache_dir", "atomic_path", "atomic_dir", "write_text", "write_json", "read_json", "file_lock", "FolderInUseError",
+    "pid_alive", "fault_point", "remove_stale_temporaries",
+]
+
+# ------------------------------------------------------------------------------------------------ fault injection
+
+FAULT_ENV = "NASA_LENS_FAULT_AT"
+"""Testing aid: with ``NASA_LENS_FAULT_AT=N`` the process dies (``os._exit(FAULT_EXIT_CODE)``, no cleanup, like
+a SIGKILL) at the N-th :func:`fault_point` it reaches: before and inside every atomic write and before every
+folder is published, so a test can interrupt a run at any of those points reproducibly."""
+FAULT_EXIT_CODE = 86
+_fault_count = 0
+
+
+def fault_point(where: str = "") -> None:
+    """Count one fault point; die here if ``$NASA_LENS_FAULT_AT`` names this one (see :data:`FAULT_ENV`)."""
+    global _fault_count
+    at = os.environ.get(FAULT_ENV)
+    if not at:
+        return
+    _fault_count += 1
+    if _fault_count == int(at):
+        os.write(2, f"nasa-lens: injected fault {_fault_count} at {where}\n".encode())
+        os._exit(FAULT_EXIT_CODE)
 
 
 def cache_dir(*parts: str) -> Path:
@@ -44,12 +76,14 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.pid{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs follow the umask like open() does
     try:
+        fault_point(f"before writing {target}")
         yield tmp_path
+        fault_point(f"inside the write of {target} (temporary written, not renamed)")
         # Again after the block: a writer that recreates the file (safetensors' save_file does) makes it 0600.
         os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, target)
@@ -71,12 +105,13 @@ def atomic_dir(target: str | os.PathLike[str], *, work: str | os.PathLike[str] |
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     if work is None:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.pid{os.getpid()}.", suffix=".partial", dir=target.parent))
     else:
         tmp = Path(work)
         tmp.mkdir(parents=True)
     try:
         yield tmp
+        fault_point(f"before publishing the folder {target}")
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -113,3 +148,99 @@ def _finite(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         return _finite(obj.item())
     return obj
+
+
+# ------------------------------------------------------------------------------------------------ locks
+
+
+class FolderInUseError(NasaLensError, RuntimeError):
+    """Another live process holds the lock of a folder this run needs (two runs on one study folder)."""
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this machine (the owner test of leftover temporary folders)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike[str], *, wait: bool = True, what: str | None = None) -> Iterator[None]:
+    """Hold an exclusive advisory lock (``fcntl.flock``) on the file ``path`` for the block.
+
+    ``wait=False``: fail at once with :class:`FolderInUseError` naming ``what`` and the holder (its pid and
+    start time, which the holder writes into the file) instead of waiting. The kernel drops the lock when the
+    holder dies, however it dies, so a killed run never leaves a stale lock. The file is removed on release;
+    a waiter that wakes on a removed file retries on the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fcntl is None:  # pragma: no cover
+        yield
+        return
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise FolderInUseError(
+                f"{what or path.parent} is in use by another nasa-lens run ({holder or 'unknown process'}); "
+                "wait for it to finish or use another folder"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file between our open and our lock: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        os.close(fd)
+
+
+_TMP_RE = None
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove what :func:`atomic_path` / :func:`atomic_dir` left in ``folder`` (not below it) when their process
+    was killed mid-write: ``.NAME.pidPID.XXXX.tmp`` files and ``.NAME.pidPID.XXXX.partial`` folders whose PID
+    is dead. Returns them."""
+    import re
+
+    global _TMP_RE
+    _TMP_RE = _TMP_RE or re.compile(r"^\..+\.pid(\d+)\.[^.]+\.(tmp|partial)$")
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for p in sorted(folder.iterdir()):
+        m = _TMP_RE.match(p.name)
+        if not m or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))):
+            continue
+        if m.group(2) == "tmp" and p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+            removed.append(p)
+        elif m.group(2) == "partial" and p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
