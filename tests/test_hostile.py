@@ -10,7 +10,6 @@ import stat
 
 import pytest
 import torch
-from conftest import Ex
 
 from nasa_lens.adapters import ADAPTER_FILE, ADAPTER_META_FILE, AdapterError, HeadAdapter, _model_shape, load_adapter, save_adapter
 from nasa_lens.datasets import DatasetError, Example, load_dataset, read_jsonl, write_jsonl
@@ -66,17 +65,17 @@ def test_model_knows_its_context_window(tiny):
 
 
 def test_prompt_longer_than_the_context_window_is_refused(tiny):
-    long = Ex("Is " + "very " * 1100 + "long?", "yes", "long-one")
+    long = Example("Is " + "very " * 1100 + "long?", "yes", "long-one")
     with pytest.raises(PromptError, match=r"example 'long-one': the prompt is 11\d\d tokens long, more than the 1024-token context window of model 'tiny-random'"):
         build_batch(tiny, [long], PromptFormat())
     from nasa_lens.prompts import check_prompts
 
     with pytest.raises(PromptError, match="long-one"):
-        check_prompts(tiny, [Ex("Is 7 prime?", "yes", "ok"), long])
+        check_prompts(tiny, [Example("Is 7 prime?", "yes", "ok"), long])
 
 
 def test_every_prompt_is_checked_before_the_first_batch(tiny, questions):
-    long = Ex("Is " + "very " * 1100 + "long?", "yes", "long-one")
+    long = Example("Is " + "very " * 1100 + "long?", "yes", "long-one")
     batches = iter_batches(tiny, [*questions, long], PromptFormat(), batch_size=1)
     with pytest.raises(PromptError, match="long-one"):
         next(batches)  # not after six single-example forwards
@@ -88,7 +87,7 @@ def test_evaluate_refuses_a_long_prompt_before_any_forward(tiny, questions, monk
     calls = []
     original = type(tiny.bridge).forward
     monkeypatch.setattr(type(tiny.bridge), "forward", lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
-    long = Ex("Is " + "very " * 1100 + "long?", "no", "long-one")
+    long = Example("Is " + "very " * 1100 + "long?", "no", "long-one")
     with pytest.raises(PromptError, match="long-one"):
         evaluate(tiny, [*questions, long], PromptFormat(), batch_size=2)
     assert calls == []
@@ -98,7 +97,7 @@ def test_evaluate_refuses_a_long_prompt_before_any_forward(tiny, questions, monk
 def test_smollm2_context_window(smol):
     assert smol.n_ctx == 8192
     with pytest.raises(PromptError, match=r"more than the 8192-token context window of model 'smollm2-135m-instruct'"):
-        build_batch(smol, [Ex("Is " + "very " * 8200 + "long?", "yes", "huge")])
+        build_batch(smol, [Example("Is " + "very " * 8200 + "long?", "yes", "huge")])
 
 
 # ------------------------------------------------------------------------------------------------ item 4
@@ -217,8 +216,8 @@ def test_lone_surrogate_names_file_line_and_example(tmp_path):
 
 
 def test_lone_surrogate_in_a_plain_prompt_names_the_example(tiny):
-    with pytest.raises(PromptError, match=r"example 'q9': the text is not valid Unicode"):
-        build_batch(tiny, [Ex("Is \ud800 odd?", "no", "q9")])
+    with pytest.raises(PromptError, match=r"example '1': the text is not valid Unicode"):
+        build_batch(tiny, ["Is 7 prime?", "Is \ud800 odd?"])  # plain strings are numbered
 
 
 # ------------------------------------------------------------------------------------------------ item 8 + 11

@@ -22,12 +22,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import Ex
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from nasa_lens.adapters import ADAPTER_META_FILE, AdapterError, HeadAdapter, _model_shape, load_adapter, save_adapter
-from nasa_lens.datasets import DatasetError, read_jsonl, write_jsonl
+from nasa_lens.datasets import DatasetError, Example, read_jsonl, write_jsonl
 from nasa_lens.heads import HeadSpecError, parse_head, parse_heads
 from nasa_lens.prompts import PromptError, PromptFormat, build_batch
 
@@ -70,7 +69,7 @@ def templates(draw):
 
 def _check_prompt_properties(model, question: str, fmt: PromptFormat) -> None:
     try:
-        batch = build_batch(model, [Ex(question, "yes", "q")], fmt)
+        batch = build_batch(model, [Example(question, "yes", "q")], fmt)
     except PromptError as exc:
         # the only acceptable refusal: a candidate merged with a neighbouring character of the question
         assert "example 'q'" in str(exc)
@@ -94,7 +93,7 @@ def _check_prompt_properties(model, question: str, fmt: PromptFormat) -> None:
 
 
 def _check_batched_equals_single(model, questions: list[str], fmt: PromptFormat) -> None:
-    examples = [Ex(q, "yes" if i % 2 else "no", f"q{i}") for i, q in enumerate(questions)]
+    examples = [Example(q, "yes" if i % 2 else "no", f"q{i}") for i, q in enumerate(questions)]
     try:
         batch = build_batch(model, examples, fmt)
     except PromptError:
