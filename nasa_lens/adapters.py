@@ -461,44 +461,37 @@ def save_adapter(
 _SHAPE_KEYS = ("n_layers", "n_heads", "n_kv_heads", "d_head", "d_model")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_meta_fields(meta: dict[str, Any], meta_file: Path) -> None:
     """Every field :func:`load_adapter` reads has the type it needs; else an :class:`AdapterError` naming the
     file and the field (a hand-edited or foreign ``adapter.json`` must never reach a traceback)."""
 
-    def bad(field: str, want: str) -> AdapterError:
-        got = json.dumps(meta.get(field), ensure_ascii=False, default=str)
-        return AdapterError(f"adapter metadata {meta_file}: field {field!r} must be {want}, got {got[:120]}")
+    def bad(field: str, want: str, value: Any) -> AdapterError:
+        got = json.dumps(value, ensure_ascii=False, default=str)[:120]
+        return AdapterError(f"adapter metadata {meta_file}: field {field!r} must be {want}, got {got}")
+
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
 
     for key in ("base_model", "base_weights_hash", "tensor_sha256"):
         if not isinstance(meta[key], str) or not meta[key]:
-            raise bad(key, "a non-empty string")
-    shape = meta["shape"]
-    if not isinstance(shape, dict):
-        raise bad("shape", f"an object with the integer fields {', '.join(_SHAPE_KEYS)}")
+            raise bad(key, "a non-empty string", meta[key])
+    if not isinstance(meta["shape"], dict):
+        raise bad("shape", f"an object with the integer fields {', '.join(_SHAPE_KEYS)}", meta["shape"])
     for key in _SHAPE_KEYS:
-        if key not in shape:
+        if key not in meta["shape"]:
             raise AdapterError(f"adapter metadata {meta_file}: field 'shape' lacks {key!r}")
-        if not _is_int(shape[key]) or shape[key] < 1:
-            raise AdapterError(
-                f"adapter metadata {meta_file}: field 'shape.{key}' must be a positive integer, got "
-                f"{json.dumps(shape[key], default=str)[:60]}"
-            )
+        if not is_int(meta["shape"][key]) or meta["shape"][key] < 1:
+            raise bad(f"shape.{key}", "a positive integer", meta["shape"][key])
     for key in ("heads", "key_groups"):
-        units = meta[key]
-        if not isinstance(units, list) or not all(isinstance(u, str) for u in units):
-            raise bad(key, 'a list of "LAYER.HEAD" strings such as ["18.4"]')
-        for u in units:
+        if not isinstance(meta[key], list) or not all(isinstance(u, str) for u in meta[key]):
+            raise bad(key, 'a list of "LAYER.HEAD" strings such as ["18.4"]', meta[key])
+        for u in meta[key]:
             try:
                 parse_head(u)
             except ValueError as exc:
                 raise AdapterError(f"adapter metadata {meta_file}: field {key!r}: {exc}") from None
-    rank = meta.get("rank")
-    if rank is not None and (not _is_int(rank) or rank < 1):
-        raise bad("rank", "a positive integer or null (full rows)")
+    if meta.get("rank") is not None and (not is_int(meta["rank"]) or meta["rank"] < 1):
+        raise bad("rank", "a positive integer or null (full rows)", meta["rank"])
 
 
 def read_adapter_meta(path: str | Path) -> dict[str, Any]:

@@ -305,6 +305,8 @@ def evaluate(
     """
     fmt = fmt or PromptFormat()
     examples = list(dataset)
+    if not examples:
+        raise InputError("nothing to evaluate: the sample is empty (check --limit and --split)")
     p, d = predict(model, examples, fmt, batch_size=batch_size, hooks=hooks, progress=progress)
     labels = np.array([1 if ex.label == "yes" else 0 if ex.label == "no" else -1 for ex in examples], int)
     return result_from_predictions(

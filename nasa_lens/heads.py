@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Head", "HeadSpecError", "check_head", "format_head", "format_heads", "parse_head", "parse_heads", "random_heads", "ranked_heads"]
+__all__ = ["Head", "HeadSpecError", "check_head", "check_head_spec", "format_head", "format_heads", "parse_head", "parse_heads", "random_heads", "ranked_heads"]
 
 Head = tuple[int, int]
 
@@ -105,3 +105,33 @@ def parse_heads(spec: str | Sequence[Head], n_layers: int, n_heads: int, ranking
     if len(set(heads)) != len(heads):
         raise HeadSpecError(f"head spec {spec!r} names a head twice")
     return heads
+
+
+def check_head_spec(spec: str, *, also: Sequence[str] = ()) -> str:
+    """Check the *form* of a head spec before any model is loaded or any scan runs: ``top:K`` /
+    ``bottom:K`` / ``random:K[:SEED]`` with an integer ``K >= 1``, or a list ``L.H,L.H`` of distinct heads (or
+    one of the words in ``also``). Ranges against a model are checked later by :func:`parse_heads`.
+    Returns the stripped spec; raises :class:`HeadSpecError`."""
+    text = str(spec).strip()
+    if not text:
+        raise HeadSpecError("empty head spec: give top:K, bottom:K, random:K[:SEED] or L.H,L.H")
+    if text in also:
+        return text
+    kind, sep, rest = text.partition(":")
+    if sep and kind in ("top", "bottom", "random"):
+        parts = rest.split(":")
+        try:
+            numbers = [int(p) for p in parts]
+        except ValueError:
+            raise HeadSpecError(f"bad head spec {spec!r}: expected {kind}:K with K an integer") from None
+        if len(numbers) > 2:
+            raise HeadSpecError(f"bad head spec {spec!r}: expected {kind}:K or {kind}:K:SEED")
+        if numbers[0] < 1:
+            raise HeadSpecError(f"bad head spec {spec!r}: K must be >= 1")
+        return text
+    heads = [parse_head(t) for t in text.split(",") if t.strip()]
+    if not heads:
+        raise HeadSpecError(f"bad head spec {spec!r}: no head in it")
+    if len(set(heads)) != len(heads):
+        raise HeadSpecError(f"head spec {spec!r} names a head twice")
+    return text

@@ -29,7 +29,7 @@ from nasa_lens.vocab import NasaLensError
 
 __all__ = [
     "cache_dir", "atomic_path", "atomic_dir", "write_text", "write_json", "read_json", "file_lock", "FolderInUseError",
-    "pid_alive", "fault_point", "remove_stale_temporaries",
+    "pid_alive", "fault_point", "remove_stale_temporaries", "OutputDirError", "check_out_dir", "atomic_output",
 ]
 
 # ------------------------------------------------------------------------------------------------ fault injection
@@ -244,3 +244,99 @@ def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
             shutil.rmtree(p, ignore_errors=True)
             removed.append(p)
     return removed
+
+
+# ------------------------------------------------------------------------------------------------ command outputs
+
+
+class OutputDirError(NasaLensError, ValueError):
+    """An output folder (``--out``) that cannot be used: a file, under a file, or not writable."""
+
+
+def check_out_dir(path: str | os.PathLike[str], *, flag: str = "--out") -> Path:
+    """Check, before any computation, that ``path`` can be a command's output folder: not an existing file,
+    not below a file, and writable (the folder itself, or its nearest existing parent when it does not exist
+    yet). Raises :class:`OutputDirError` naming the path and the reason; returns ``Path(path)``."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"{flag} {out} is an existing file, not a folder; choose a folder path")
+    probe = out
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise OutputDirError(f"{flag} {out} cannot be created: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        what = "folder" if probe == out else f"parent folder {probe} of the"
+        raise OutputDirError(f"{flag} {out}: cannot write in the {what} (permission denied)")
+    return out
+
+
+def _merge_back(old: Path, new: Path) -> None:
+    """Move every entry of ``old`` that ``new`` lacks into ``new``, then remove ``old``."""
+    for entry in sorted(old.iterdir()):
+        if not os.path.lexists(new / entry.name):
+            os.replace(entry, new / entry.name)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_output(out: str | os.PathLike[str]) -> None:
+    """Finish or undo what a killed :func:`atomic_output` left beside ``out``: a ``.NAME.pidPID.*.old`` folder
+    (the previous outputs moved aside) of a dead writer is moved back (whole when ``out`` is missing, else its
+    entries that ``out`` lacks); ``.partial`` folders and ``.tmp`` files of dead writers are removed."""
+    import re
+
+    out = Path(out)
+    parent = out.parent
+    if not parent.is_dir():
+        return
+    pattern = re.compile(rf"^\.{re.escape(out.name)}\.pid(\d+)\.[^.]+\.old$")
+    for p in sorted(parent.iterdir()):
+        m = pattern.match(p.name)
+        if not m or int(m.group(1)) == os.getpid() or pid_alive(int(m.group(1))) or not p.is_dir():
+            continue
+        if not out.exists():
+            os.replace(p, out)
+        else:
+            _merge_back(p, out)
+    remove_stale_temporaries(parent)
+    remove_stale_temporaries(out)
+
+
+@contextlib.contextmanager
+def atomic_output(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """A command's outputs appear together: yield a temporary folder beside ``out`` to write every output file
+    into; when the block succeeds it becomes ``out`` in one rename. Files already in ``out`` that the command
+    did not write (a finetune's ``checkpoints/``, files of your own) are kept: the old folder is renamed aside,
+    the new one renamed into place, and the other entries moved back. A reader therefore sees either all the
+    old outputs or all the new ones, never a mix; an interrupted run leaves ``out`` as it was, and its
+    temporaries are cleaned (or the old folder restored) by :func:`recover_output` on the next run.
+    """
+    out = check_out_dir(out)
+    recover_output(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tag = f".{out.name}.pid{os.getpid()}."
+    tmp = Path(tempfile.mkdtemp(prefix=tag, suffix=".partial", dir=out.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    old: Path | None = None
+    try:
+        yield tmp
+        fault_point(f"before publishing the outputs in {out}")
+        if not out.exists():
+            os.replace(tmp, out)
+            return
+        old = Path(tempfile.mkdtemp(prefix=tag, suffix=".old", dir=out.parent))
+        os.replace(out, old)  # ``old`` is an empty folder: rename replaces it
+        fault_point(f"between moving the old outputs of {out} aside and publishing the new ones")
+        os.replace(tmp, out)
+        fault_point(f"after publishing the outputs in {out}, before the other files are moved back")
+        _merge_back(old, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and old.is_dir():
+            if not out.exists():
+                os.replace(old, out)
+            else:
+                _merge_back(old, out)
+        raise

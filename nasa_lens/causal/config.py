@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from nasa_lens.heads import Head
+from nasa_lens.heads import Head, HeadSpecError, check_head_spec
 from nasa_lens.vocab import ABLATION_MODES, FORMATS, NasaLensError
 
 __all__ = ["CURVE_METRICS", "VECTOR_METRICS", "CausalError", "AblationConfig", "AblationCurveConfig", "EffectSweepConfig", "PatchingConfig"]
@@ -48,8 +48,13 @@ class AblationConfig:
         _check_common(self.batch_size, self.n_boot, self.threshold)
         if self.mode == "resample" and self.pool_size < 2:
             raise CausalError(f"resample ablation needs pool_size >= 2, got {self.pool_size}")
-        if isinstance(self.heads, str) and not self.heads.strip():
-            raise CausalError("heads must be a head spec like top:4 or 18.4,20.1")
+        if isinstance(self.heads, str):
+            if not self.heads.strip():
+                raise CausalError("heads must be a head spec like top:4 or 18.4,20.1")
+            try:
+                check_head_spec(self.heads)  # its form, before any model is loaded or any scan runs
+            except HeadSpecError as exc:
+                raise CausalError(f"--heads: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from nasa_lens.heads import Head, HeadSpecError, format_heads, parse_head
+from nasa_lens.heads import Head, HeadSpecError, check_head_spec, format_heads
 from nasa_lens.vocab import FORMATS, POSITIONS, InputError
 
 __all__ = ["NASAConfig", "NASAConfigError"]
@@ -101,9 +101,9 @@ class NASAConfig:
             spec = self.heads.strip()
             if not spec:
                 raise NASAConfigError("heads must not be empty: give top:K, random:K, all, incremental or L.H,L.H")
-            if not _HEAD_SPEC_RE.match(spec):
+            if not _HEAD_SPEC_RE.match(spec) or spec.partition(":")[0] in ("top", "bottom", "random"):
                 try:
-                    [parse_head(t) for t in spec.split(",") if t.strip()]
+                    check_head_spec(spec, also=("all", "incremental"))
                 except HeadSpecError as exc:
                     raise NASAConfigError(
                         f"heads {self.heads!r} is not a head spec: expected top:K, bottom:K, random:K[:SEED], all, "

@@ -43,21 +43,23 @@ def run_ablate(
     """Ablate ``cfg.heads`` (ranked by ``job.nas``, else by a scan of the data) and write ``metrics.json``
     and ``predictions.csv`` into ``out_dir``."""
     from nasa_lens import causal
+    from nasa_lens.io import atomic_output, check_out_dir
 
     job = job or AblateJob()
-    model = model.load() if isinstance(model, ModelSpec) else model
+    out = check_out_dir(out_dir)
     data = data.load() if isinstance(data, DataSpec) else data
     ranking = None
-    if _needs_ranking(cfg.heads):
-        if job.nas:
-            ranking = causal.ranking_from_csv(job.nas)
-        else:
-            from nasa_lens.nas import scan_nas
-            from nasa_lens.prompts import PromptFormat
+    if _needs_ranking(cfg.heads) and job.nas:
+        ranking = causal.ranking_from_csv(job.nas)  # a user file: read before the model loads
+    model = model.load() if isinstance(model, ModelSpec) else model
+    if _needs_ranking(cfg.heads) and ranking is None:
+        from nasa_lens.nas import scan_nas
+        from nasa_lens.prompts import PromptFormat
 
-            ranking = scan_nas(model, data, PromptFormat.named(cfg.format), batch_size=cfg.batch_size).mean
+        ranking = scan_nas(model, data, PromptFormat.named(cfg.format), batch_size=cfg.batch_size).mean
     result = causal.ablate(model, data, cfg, ranking=ranking)
-    result.save(Path(out_dir))
+    with atomic_output(out) as tmp:
+        result.save(tmp)
     return result
 
 
@@ -67,13 +69,16 @@ def run_patch(
     """Patch every head on the pairs of ``cfg``; write ``patching.csv`` and the heatmap. Returns the result
     and the figure files written."""
     from nasa_lens import causal
+    from nasa_lens.io import atomic_output, check_out_dir
     from nasa_lens.plots import save_figure
     from nasa_lens.plots.causal import patching_heatmap
 
     job = job or PatchJob()
-    model = model.load() if isinstance(model, ModelSpec) else model
+    out = check_out_dir(out_dir)
     data = data.load() if isinstance(data, DataSpec) else data
+    model = model.load() if isinstance(model, ModelSpec) else model
     result = causal.patch_heads(model, data, cfg)
-    out = result.save(Path(out_dir))
-    written = save_figure(patching_heatmap(result), out / PATCHING_HEATMAP_FILE, png=job.png)
-    return result, written
+    with atomic_output(out) as tmp:
+        saved = result.save(tmp)
+        written = save_figure(patching_heatmap(result), saved / PATCHING_HEATMAP_FILE, png=job.png)
+    return result, [out / Path(p).relative_to(tmp) for p in written]

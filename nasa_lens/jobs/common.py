@@ -39,7 +39,7 @@ class DataSpec:
     """Which examples a job reads."""
 
     data: str = field(metadata={"help": "dataset name (see `nasa-lens data list`) or a .jsonl path"})
-    limit: int | None = field(default=None, metadata={"help": "label-balanced sample of at most N examples"})
+    limit: int | None = field(default=None, metadata={"help": "a label-balanced sample of exactly N examples (N//2 no, the rest yes); an error when either label has too few"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
     split: str | None = field(default=None, metadata={"help": "train or test split (default: all examples)", "choices": ("train", "test")})
 

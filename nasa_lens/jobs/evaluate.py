@@ -43,14 +43,18 @@ def run_eval(
     data: DataSpec | Any,
     progress: bool = True,
 ) -> EvalResult:
-    """Evaluate and write ``metrics.json`` and ``predictions.csv`` into ``out_dir``. ``model`` / ``data`` are
-    specs (loaded here) or an already loaded model / dataset."""
+    """Evaluate and write ``metrics.json`` and ``predictions.csv`` into ``out_dir`` (together:
+    :func:`nasa_lens.io.atomic_output`). ``model`` / ``data`` are specs (loaded here) or an already loaded model
+    / dataset. ``out_dir`` is checked and the data read before the model is loaded."""
     from nasa_lens.evaluate import evaluate
+    from nasa_lens.io import atomic_output, check_out_dir
     from nasa_lens.prompts import PromptFormat
 
-    model = model.load() if isinstance(model, ModelSpec) else model
+    out = check_out_dir(out_dir)
     data = data.load() if isinstance(data, DataSpec) else data
+    model = model.load() if isinstance(model, ModelSpec) else model
     result = evaluate(model, data, PromptFormat.named(cfg.format), batch_size=cfg.batch_size, threshold=cfg.threshold,
                       n_boot=cfg.n_boot, seed=cfg.seed, progress=progress)
-    result.save(Path(out_dir))
+    with atomic_output(out) as tmp:
+        result.save(tmp)
     return result

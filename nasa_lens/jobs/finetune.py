@@ -25,7 +25,7 @@ class FinetuneJob:
     seeds the sampling and the validation hold-out)."""
 
     train: str = field(metadata={"help": "dataset name(s) or .jsonl path(s), comma-separated; their train splits are used"})
-    limit: int | None = field(default=None, metadata={"help": "label-balanced sample of at most N training examples per dataset"})
+    limit: int | None = field(default=None, metadata={"help": "a label-balanced sample of exactly N training examples per dataset (N//2 no, the rest yes); an error when either label has too few"})
     val_fraction: float = field(default=0.2, metadata={"help": "share of the training split held out for validation"})
     val_limit: int | None = field(default=None, metadata={"help": "at most N validation examples"})
     resume: bool = field(default=False, metadata={"help": "continue from OUT/checkpoints if present"})
@@ -48,13 +48,16 @@ def run_finetune(cfg: NASAConfig, job: FinetuneJob, out_dir: str | Path, *, mode
     ``checkpoints/`` into ``out_dir``."""
     from nasa_lens.datasets import load_datasets
     from nasa_lens.finetune import holdout_split, train_nasa
+    from nasa_lens.io import atomic_output, check_out_dir
 
+    out = check_out_dir(out_dir)
     examples = load_datasets(job.names, limit=job.limit, seed=cfg.seed, split="train")
     train, val = holdout_split(examples, job.val_fraction, seed=cfg.seed)
     if job.val_limit is not None:
         val = val[: job.val_limit]
     model = model.load() if isinstance(model, ModelSpec) else model
-    out = Path(out_dir)
+    # the checkpoints live in OUT itself (resumable state across runs); the outputs appear together at the end
     result = train_nasa(model, train, val, cfg, checkpoint_dir=out / CHECKPOINTS_DIR, resume=job.resume)
-    result.save(out, model)
+    with atomic_output(out) as tmp:
+        result.save(tmp, model)
     return result

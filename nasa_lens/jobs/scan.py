@@ -36,7 +36,7 @@ class ScanConfig:
     Attributes:
         data: dataset name or JSONL path (see ``nasa-lens data list``).
         model: built-in name, local folder, .gguf file or hub id.
-        limit: label-balanced sample of at most this many examples (None: all).
+        limit: a label-balanced sample of exactly this many examples (None: all); too few of a label is an error.
         seed: sampling seed.
         split: ``"train"``, ``"test"`` or None (all).
         positions: ``"after"`` or ``"last"``.
@@ -50,7 +50,7 @@ class ScanConfig:
 
     data: str = field(metadata={"help": "dataset name (see `nasa-lens data list`) or a .jsonl path"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "built-in name, local folder, .gguf file or hub id"})
-    limit: int | None = field(default=None, metadata={"help": "label-balanced sample of at most N examples"})
+    limit: int | None = field(default=None, metadata={"help": "a label-balanced sample of exactly N examples (N//2 no, the rest yes); an error when either label has too few"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
     split: str | None = field(default=None, metadata={"help": "train or test split (default: all examples)", "choices": ("train", "test")})
     positions: str = field(
@@ -117,24 +117,24 @@ def run_scan(
     ``model`` / ``dataset`` may be passed in (already loaded, adapter applied); otherwise they are loaded
     from ``cfg`` (the adapter with :func:`nasa_lens.adapters.load_adapter`).
     """
-    from nasa_lens.io import atomic_path
+    from nasa_lens.io import atomic_output, atomic_path, check_out_dir
     from nasa_lens.nas import scan_nas
     from nasa_lens.plots import nas_heatmap, save_figure
     from nasa_lens.prompts import PromptFormat
 
+    out = check_out_dir(out_dir)
+    if dataset is None:
+        dataset = cfg.data_spec.load()  # bad data is reported before the model loads
     if model is None:
         model = cfg.model_spec.load()
-    if dataset is None:
-        dataset = cfg.data_spec.load()
     result = scan_nas(
         model, dataset, PromptFormat.named(cfg.format), positions=cfg.positions, batch_size=cfg.batch_size, progress=progress
     )
     result.meta["config"] = cfg.to_dict()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / NAS_RANKING_FILE) as tmp:
-        result.ranking_frame().to_csv(tmp, index=False)
-    result.save(out)
-    save_figure(nas_heatmap(result), out / NAS_HEATMAP_FILE, png=cfg.png)
+    with atomic_output(out) as tmp:  # the files appear together
+        with atomic_path(tmp / NAS_RANKING_FILE) as f:
+            result.ranking_frame().to_csv(f, index=False)
+        result.save(tmp)
+        save_figure(nas_heatmap(result), tmp / NAS_HEATMAP_FILE, png=cfg.png)
     logger.info("wrote %s, %s, %s and %s.html to %s", NAS_RANKING_FILE, NAS_SCORES_FILE, NAS_META_FILE, NAS_HEATMAP_FILE, out)
     return result

@@ -18,6 +18,8 @@ RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"
 REPORT_HTML_FILE = "report.html"
 TIMINGS_FILE = "timings.json"
+MANIFEST_FILE = "manifest.json"  # written last: the published files and their sizes (the study is complete)
+LOCK_FILE = ".lock"  # held by the one run working in the folder
 
 
 class StudyNotFinishedError(InputFileNotFoundError):

@@ -39,10 +39,12 @@ from typing import Any
 import pandas as pd
 
 from nasa_lens.config import StudyConfig
-from nasa_lens.io import atomic_path, read_json, write_json, write_text
+from nasa_lens.io import atomic_path, check_out_dir, file_lock, read_json, remove_stale_temporaries, write_json, write_text
 from nasa_lens.study.stages import StageOutput, StageStore
 
 from nasa_lens.study.common import (
+    LOCK_FILE,
+    MANIFEST_FILE,
     REPORT_FILE,
     RESULTS_FILE,
     STAGES_DIR,
@@ -197,7 +199,8 @@ class StudyResult:
 
     @classmethod
     def load(cls, out_dir: str | Path) -> StudyResult:
-        """Read a finished study folder (``results.json`` and the stage index in ``timings.json``)."""
+        """Read a finished study folder (``results.json`` and the stage index in ``timings.json``); no checks
+        (:func:`load_finished_study` checks)."""
         out = Path(out_dir)
         results = read_json(out / RESULTS_FILE)
         cfg = StudyConfig.from_dict(results["config"], source=str(out / RESULTS_FILE))
@@ -214,7 +217,8 @@ class StudyResult:
 
 def load_finished_study(out_dir: str | os.PathLike[str]) -> StudyResult:
     """The finished study in ``out_dir``; :class:`StudyNotFinishedError` naming every missing piece otherwise
-    (``results.json``, ``timings.json``, ``report.md``, a stage's ``done.json``, a figure file)."""
+    (``results.json``, ``timings.json``, ``report.md``, a stage's ``done.json``, ``manifest.json`` or a file it
+    lists, a figure file)."""
     out = Path(out_dir)
     hint = f"(run `nasa-lens study --out {out}` with its config to finish it)"
     if not out.is_dir():
@@ -227,6 +231,7 @@ def load_finished_study(out_dir: str | os.PathLike[str]) -> StudyResult:
                if not (out / STAGES_DIR / t["folder"] / "done.json").is_file()]
     if missing:
         raise StudyNotFinishedError(f"{out} is not a finished study: missing {', '.join(missing)} {hint}")
+    check_published(out)
     result = StudyResult.load(out)
     names = [n for figs in result.results.get("figures", {}).values() for n in figs.values()]
     missing = [f"{n}.html" for n in names if not (result.figures_dir / f"{n}.html").is_file()]
@@ -244,10 +249,22 @@ def run_study(
 ) -> StudyResult:
     """Run (or resume) the study ``cfg`` into ``out_dir``; copy the figures into ``figures_dir``
     (default ``out_dir/figures``). See the module docstring for the stages and files."""
-    out = Path(out_dir)
+    out = check_out_dir(out_dir)
     figs = Path(figures_dir) if figures_dir is not None else out / "figures"
+    check_out_dir(figs, flag="figures folder")
     out.mkdir(parents=True, exist_ok=True)
+    # One run per study folder: a second one fails at once (it would redo and race on every file).
+    with file_lock(out / LOCK_FILE, wait=False, what=f"study folder {out}"):
+        return _run_locked(cfg, out, figs, progress)
+
+
+def _run_locked(cfg: StudyConfig, out: Path, figs: Path, progress: bool) -> StudyResult:
+    for folder in (out, out / STAGES_DIR, figs):
+        for stale in remove_stale_temporaries(folder):
+            logger.info("removed %s, left by a killed run", stale.name)
+    (out / MANIFEST_FILE).unlink(missing_ok=True)  # from here until the end the published files may be mixed
     store = StageStore(out / STAGES_DIR, _version())
+    store.remove_all_stale()
     env = StudyEnv(cfg, progress=progress)
     done: dict[str, StageOutput] = {}
     plan = plan_stages(cfg)
@@ -280,8 +297,33 @@ def run_study(
     from nasa_lens.study.html import write_report_html
 
     write_report_html(result)  # report.html beside report.md: the same sections, figures interactive, offline
+    names = [RESULTS_FILE, TIMINGS_FILE, REPORT_FILE, REPORT_HTML_FILE, *sorted(p.name for p in (done["report"].path / "tables").glob("*.csv"))]
+    write_json(out / MANIFEST_FILE, {"files": {n: (out / n).stat().st_size for n in names},
+                                     "figures": {str(p): p.stat().st_size for p in figures}})
     logger.info("study finished: %s", out / REPORT_FILE)
     return result
+
+
+class StudyIncompleteError(StudyNotFinishedError):
+    """A study folder whose published files are not one run's finished set (no or a mismatched
+    ``manifest.json``: a run interrupted while publishing, or still running)."""
+
+
+def check_published(out: str | os.PathLike[str]) -> None:
+    """Raise :class:`StudyIncompleteError` unless ``out`` holds a finished study: a ``manifest.json`` (written
+    last) whose files are all there with their sizes."""
+    out = Path(out)
+    manifest = out / MANIFEST_FILE
+    if not manifest.is_file():
+        raise StudyIncompleteError(
+            f"study folder {out} is not a finished study: no {MANIFEST_FILE} (the run was interrupted or is still "
+            "running); run the study again to finish it"
+        )
+    files = read_json(manifest).get("files") or {}
+    for name, size in {**files, **(read_json(manifest).get("figures") or {})}.items():
+        path = out / name
+        if not path.is_file() or path.stat().st_size != size:
+            raise StudyIncompleteError(f"study folder {out} is incomplete: {name} is missing or changed since {MANIFEST_FILE}; run the study again")
 
 
 def _publish(cfg: StudyConfig, out: Path, figs: Path, done: dict[str, StageOutput], results: dict[str, Any]) -> list[Path]:

@@ -159,6 +159,17 @@ class StageStore:
             removed.append(partial)
         return removed
 
+    def remove_all_stale(self) -> list[Path]:
+        """Remove every leftover ``.partial`` folder in the store whose writer is dead (of any stage, also one
+        no plan asks for any more); return them."""
+        removed = []
+        for partial in self.root.glob(".*.partial-*"):
+            owner = _partial_owner(partial.name)
+            if partial.is_dir() and owner is not None and owner != os.getpid() and not pid_alive(owner):
+                shutil.rmtree(partial, ignore_errors=True)
+                removed.append(partial)
+        return removed
+
     def run(
         self,
         name: str,
