@@ -268,8 +268,8 @@ def check_out_dir(path: str | os.PathLike[str], *, flag: str = "--out") -> Path:
     if probe.exists() and not probe.is_dir():
         raise OutputDirError(f"{flag} {out} cannot be created: {probe} is a file, not a folder")
     if not os.access(probe, os.W_OK | os.X_OK):
-        what = "folder" if probe == out else f"parent folder {probe} of the"
-        raise OutputDirError(f"{flag} {out}: cannot write in the {what} (permission denied)")
+        where = "it" if probe == out else f"its parent folder {probe}"
+        raise OutputDirError(f"{flag} {out}: cannot write in {where} (permission denied)")
     return out
 
 

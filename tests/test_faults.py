@@ -145,17 +145,22 @@ SMALL_STUDY = {
     "report": {"png": False, "top_k": 2},
 }
 
-# Runs in a fresh interpreter that imports torch and nasa-lens once and never runs a torch op itself, then
-# forks one child per study run (so each run costs no interpreter start-up): a child either dies at the N-th
+# Runs in a fresh interpreter that imports torch and nasa-lens and loads tiny-random once (one thread, so no
+# thread pool exists at the fork), then forks one child per study run (so each run costs no start-up): a child either dies at the N-th
 # fault point (NASA_LENS_FAULT_AT=N: os._exit, no cleanup) or is SIGKILLed after a delay, or runs to the end.
 RUNNER = r"""
 import json, os, signal, sys, time
 sys.path.insert(0, sys.argv[1])
 os.environ.pop("NASA_LENS_FAULT_AT", None)
 import torch
+torch.set_num_threads(1)  # no thread pool in the parent: forking after torch work is safe
+import nasa_lens.models
 from nasa_lens import io
 from nasa_lens.config import StudyConfig
 from nasa_lens.study import run_study
+
+model = nasa_lens.models.load_model("tiny-random")  # loaded once; every forked run gets its own copy
+nasa_lens.models.load_model = lambda *args, **kwargs: model
 
 cfg = StudyConfig().with_overrides(json.loads(sys.argv[2]))
 out = []
@@ -163,7 +168,6 @@ for step in json.loads(sys.argv[3]):
     kind, value, folder = step
     pid = os.fork()
     if pid == 0:
-        torch.set_num_threads(1)
         if kind == "fault":
             os.environ["NASA_LENS_FAULT_AT"] = str(value)
         elif kind == "count":
