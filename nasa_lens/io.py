@@ -313,9 +313,28 @@ def atomic_output(out: str | os.PathLike[str]) -> Iterator[Path]:
     old outputs or all the new ones, never a mix; an interrupted run leaves ``out`` as it was, and its
     temporaries are cleaned (or the old folder restored) by :func:`recover_output` on the next run.
     """
-    out = check_out_dir(out)
+    out = Path(os.path.abspath(check_out_dir(out)))
+    if out.is_symlink():
+        out = out.resolve()  # publish into the folder it points at, keep the link
     recover_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and (os.path.ismount(out) or Path.cwd().resolve().is_relative_to(out.resolve())):
+        # ``--out .`` (or a folder holding the working directory, or a mount point) cannot be renamed away:
+        # its files are replaced one by one, each atomically, as before
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name or 'out'}.pid{os.getpid()}.", suffix=".partial", dir=out))
+        try:
+            yield tmp
+            for entry in sorted(tmp.iterdir()):
+                dst = out / entry.name
+                if os.path.lexists(dst) and (entry.is_dir() or dst.is_dir()):  # rename cannot replace these
+                    if dst.is_dir() and not dst.is_symlink():
+                        shutil.rmtree(dst)
+                    else:
+                        dst.unlink()
+                os.replace(entry, dst)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return
     tag = f".{out.name}.pid{os.getpid()}."
     tmp = Path(tempfile.mkdtemp(prefix=tag, suffix=".partial", dir=out.parent))
     os.chmod(tmp, 0o777 & ~_UMASK)

@@ -311,3 +311,26 @@ def test_user_files_in_out_survive_a_rerun(data, tmp_path):
         (tmp / "metrics.json").write_text("new")
     assert (out / "notes.txt").read_text() == "mine" and (out / "metrics.json").read_text() == "new"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_out_dot_and_symlinked_out(data, tmp_path, monkeypatch):
+    """``--out .`` (the working directory cannot be renamed away: files are replaced one by one) and a
+    symlinked --out (published into its target, the link kept) both work and leave no temporaries."""
+    from nasa_lens.io import atomic_output
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (work / "metrics.json").write_text("old")
+    with atomic_output(".") as tmp:
+        (tmp / "metrics.json").write_text("new")
+    assert (work / "metrics.json").read_text() == "new" and sorted(p.name for p in work.iterdir()) == ["metrics.json"]
+    target = tmp_path / "target"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    (tmp_path / "link").symlink_to(target)
+    with atomic_output(tmp_path / "link") as tmp:
+        (tmp / "metrics.json").write_text("new")
+    assert (tmp_path / "link").is_symlink() and (target / "metrics.json").read_text() == "new"
+    assert (target / "notes.txt").read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
