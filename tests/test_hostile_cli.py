@@ -231,13 +231,17 @@ def test_second_study_message(tmp_path, capsys, no_model):
     assert err.endswith("); wait for it to finish or use another folder")
 
 
-def test_unfinished_study_folder_is_refused_by_load(tmp_path):
-    from nasa_lens.study import StudyResult
+def test_study_folder_without_manifest_is_refused(tmp_path):
+    """results.json, timings.json and report.md all there, but no manifest.json: a run was killed while
+    publishing (the files may be of two runs) or is still running."""
+    from nasa_lens.study import load_finished_study
     from nasa_lens.study.pipeline import StudyIncompleteError
 
-    (tmp_path / "results.json").write_text("{}")
-    with pytest.raises(StudyIncompleteError, match=r"not a finished study: no manifest.json"):
-        StudyResult.load(tmp_path)
+    for name in ("results.json", "report.md"):
+        (tmp_path / name).write_text("{}")
+    (tmp_path / "timings.json").write_text('{"stages": []}')
+    with pytest.raises(StudyIncompleteError, match=r"not a finished study: no manifest.json \(the run was interrupted"):
+        load_finished_study(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ item 9

@@ -46,6 +46,7 @@ from nasa_lens.study.common import (
     LOCK_FILE,
     MANIFEST_FILE,
     REPORT_FILE,
+    REPORT_HTML_FILE,
     RESULTS_FILE,
     STAGES_DIR,
     TIMINGS_FILE,
@@ -319,8 +320,7 @@ def check_published(out: str | os.PathLike[str]) -> None:
             f"study folder {out} is not a finished study: no {MANIFEST_FILE} (the run was interrupted or is still "
             "running); run the study again to finish it"
         )
-    files = read_json(manifest).get("files") or {}
-    for name, size in {**files, **(read_json(manifest).get("figures") or {})}.items():
+    for name, size in (read_json(manifest).get("files") or {}).items():  # (the figures are checked by name)
         path = out / name
         if not path.is_file() or path.stat().st_size != size:
             raise StudyIncompleteError(f"study folder {out} is incomplete: {name} is missing or changed since {MANIFEST_FILE}; run the study again")
