@@ -89,12 +89,25 @@ class CompareConfig:
         return opts
 
 
+def _generator_level(name: str) -> tuple[str, dict[str, int]]:
+    """``"lookup:d1"`` -> ``("lookup", {"difficulty": 1})`` for a built-in generator; anything else unchanged."""
+    import re
+
+    from nasa_lens.datasets.generators import GENERATORS
+
+    m = re.fullmatch(r"(.+):d(\d)", name)
+    if m and m.group(1) in GENERATORS:
+        return m.group(1), {"difficulty": int(m.group(2))}
+    return name, {}
+
+
 def load_compare_data(cfg: CompareConfig) -> tuple[list[Any], dict[str, Any], list[str]]:
     """``(training examples, {test name: dataset}, warnings)``.
 
     Training: the train split of every ``--train`` dataset (``train_limit`` label-balanced each), mixed and
     shuffled by ``seed``. Test: a dataset that is also a training dataset gives its *test* split (held out
-    by the stable hash, but the same distribution: a warning says so); any other dataset is loaded whole.
+    by the stable hash, but the same distribution: a warning says so); any other dataset is loaded whole
+    (``GENERATOR:dN`` picks a generator's difficulty level N, named ``GENERATOR-dN`` in the table).
     Both with ``limit`` label-balanced examples and ``seed``, exactly as ``nasa-lens eval --data T [--split
     test] --limit N --seed S`` loads them."""
     from nasa_lens.datasets import load_dataset, load_datasets
@@ -105,7 +118,10 @@ def load_compare_data(cfg: CompareConfig) -> tuple[list[Any], dict[str, Any], li
     notes: list[str] = []
     for name in cfg.test:
         split = "test" if name in cfg.train else None
-        ds = load_dataset(name, limit=cfg.limit, seed=cfg.seed, split=split)
+        base, options = _generator_level(name)
+        ds = load_dataset(base, limit=cfg.limit, seed=cfg.seed, split=split, **options)
+        if options:
+            ds.name = f"{base}-d{options['difficulty']}"
         if split:
             notes.append(f"test set {name!r} is also a training set: evaluated on its test split (held-out examples of "
                          "the trained distribution, not unseen data)")

@@ -444,8 +444,8 @@ _CATEGORIES: dict[str, tuple[str, tuple[str, ...]]] = {
                            "celery", "garlic", "radish", "turnip", "leek", "beetroot", "cauliflower", "parsnip", "kale", "asparagus", "courgette")),
     "colour": ("idea", ("red", "blue", "green", "yellow", "purple", "pink", "brown", "black", "white", "grey",
                         "gold", "violet", "turquoise", "crimson", "beige", "maroon", "navy", "scarlet", "indigo", "lavender")),
-    "tool": ("object", ("hammer", "screwdriver", "wrench", "saw", "drill", "chisel", "pliers", "shovel", "rake", "axe",
-                        "spanner", "file", "crowbar", "trowel", "hoe", "mallet", "tape measure", "clamp", "sander", "scissors")),
+    "tool": ("object", ("hammer", "screwdriver", "wrench", "saw", "drill", "chisel", "pickaxe", "shovel", "rake", "axe",
+                        "spanner", "file", "crowbar", "trowel", "hoe", "mallet", "tape measure", "clamp", "sander", "spade")),
     "vehicle": ("object", ("car", "bus", "truck", "bicycle", "motorcycle", "train", "tram", "van", "taxi", "tractor",
                            "scooter", "lorry", "ambulance", "canoe", "yacht", "airplane", "helicopter", "submarine", "ferry", "jeep")),
     "musical instrument": ("object", ("piano", "guitar", "violin", "drum", "flute", "trumpet", "cello", "harp", "clarinet", "saxophone",
@@ -486,6 +486,36 @@ def _category(rng: random.Random, difficulty: int, want: bool) -> tuple[str, boo
     return q, truth
 
 
+# -- lookup --------------------------------------------------------------------------------------------------
+
+# The answer is stated in the question itself: a secret number, then a question about it. Difficulty 1 states
+# one number ("The secret number is 42. Is the secret number 42?"); difficulty d >= 2 states d people's
+# numbers and asks about one of them, a wrong value being preferably another person's number.
+_LOOKUP_PEOPLE = ("Anna", "Ben", "Clara", "David", "Emma", "Felix", "Grace", "Henry", "Ida", "Jack", "Karl", "Lena", "Maria",
+           "Nina", "Oscar", "Paul", "Rosa", "Sam", "Tina", "Victor")
+_LOOKUP_ONE = (("The secret number is {a}.", "Is the secret number {b}?"),
+               ("My secret number is {a}.", "Is my secret number {b}?"),
+               ("The winning number is {a}.", "Is the winning number {b}?"))
+
+
+def _lookup(rng: random.Random, difficulty: int, want: bool) -> tuple[str, bool]:
+    if difficulty == 1:
+        statement, question = rng.choice(_LOOKUP_ONE)
+        a = rng.randint(1, 99)
+        b = a if want else rng.choice([x for x in range(1, 100) if x != a])
+        return f"{statement.format(a=a)} {question.format(b=b)}", a == b
+    people = rng.sample(_LOOKUP_PEOPLE, difficulty)
+    facts = {p: rng.randint(1, 99) for p in people}
+    target = rng.choice(people)
+    if want:
+        asked = facts[target]
+    else:
+        others = [v for p, v in facts.items() if p != target and v != facts[target]]
+        asked = rng.choice(others) if others and rng.random() < 0.7 else rng.choice([x for x in range(1, 100) if x != facts[target]])
+    context = " ".join(f"{p}'s secret number is {v}." for p, v in facts.items())
+    return f"{context} Is {target}'s secret number {asked}?", facts[target] == asked
+
+
 GENERATORS: dict[str, Generator] = {
     g.name: g
     for g in [
@@ -502,5 +532,7 @@ GENERATORS: dict[str, Generator] = {
         Generator("date", "Did one calendar date come before/after another? (closer dates when harder)", _date),
         Generator("category", "Is an everyday word in a category? (an animal, a fruit, a tool...; a confusable category when harder)",
                   _category),
+        Generator("lookup", "Is a secret number stated in the question the one asked about? (more people's numbers, "
+                  "used as distractors, when harder)", _lookup),
     ]
 }
