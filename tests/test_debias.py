@@ -186,7 +186,7 @@ def test_steer_adds_alpha_times_direction_at_the_answer_position(model, data, fi
 
 def test_threshold_fix_is_fit_threshold(model, data, fitted):
     from nasa_lens.evaluate import predict
-    from nasa_lens.nasa import fit_threshold
+    from nasa_lens.finetune import fit_threshold
 
     rows = data[0][:16]
     p, _ = predict(model, rows, progress=False)
@@ -245,12 +245,13 @@ def test_compare_base_rows_equal_nasa_lens_eval(compare_out, tmp_path):
 
 
 def test_compare_warns_when_a_test_set_is_a_training_set():
-    from nasa_lens.jobs_debias import CompareConfig, load_compare_data
+    from nasa_lens.jobs.debias import CompareConfig, load_compare_data
 
-    cfg = CompareConfig(train=["arithmetic"], test=["arithmetic"], limit=8, train_limit=8)
+    cfg = CompareConfig(train="arithmetic", test="arithmetic,lookup:d1", limit=8, train_limit=8)
     with pytest.warns(UserWarning, match="also a training set: evaluated on its test split"):
         train, tests, notes = load_compare_data(cfg)
     assert not {ex.question for ex in train} & {ex.question for ex in tests["arithmetic"]}
+    assert list(tests) == ["arithmetic", "lookup-d1"] and all(ex.id.startswith("lookup-d1-") for ex in tests["lookup-d1"])
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -274,13 +275,3 @@ def test_eval_refuses_a_fix_from_another_model(compare_out, tmp_path, capsys):
     rc = main(["eval", "--model", "tiny-random", "--data", "comparison", "--limit", "4", "--method", str(other), "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "fitted on base model 'smollm2-135m-instruct', not on 'tiny-random'" in capsys.readouterr().err
-
-
-def test_compare_defaults_match_the_config():
-    from nasa_lens.commands.compare import DEFAULTS
-    from nasa_lens.jobs_debias import CompareConfig
-
-    cfg = CompareConfig()
-    assert DEFAULTS["methods"] == ",".join(cfg.methods)
-    for k in ("steps", "limit", "train_limit", "k", "fit_limit", "n_boot"):
-        assert DEFAULTS[k] == getattr(cfg, k), k

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from nasa_lens.heads import Head, format_head, parse_head
 from nasa_lens.io import atomic_path, read_json, write_json
-from nasa_lens.vocab import NasaLensError
+from nasa_lens.vocab import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
@@ -57,7 +57,7 @@ METHOD_FILE = "method.json"
 TENSOR_FILE = "tensors.safetensors"
 
 
-class DebiasError(NasaLensError, ValueError):
+class DebiasError(InputError):
     """A de-biasing fix cannot be made, fitted, loaded or applied; the message says why."""
 
 

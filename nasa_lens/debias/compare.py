@@ -3,7 +3,7 @@
 :func:`compare_fixes` returns a :class:`FixComparison` whose frame has one row per (method, dataset) with
 ``n, accuracy, precision, recall, pr_gap, yes_rate, auroc, ece`` and their 95% bootstrap interval
 (``_lo``/``_hi``), ``params`` (numbers the fix fitted), ``fit_seconds`` and ``lm_loss`` (mean next-token
-loss on :data:`nasa_lens.nasa.NEUTRAL_TEXT` with the fix applied, 95% normal interval over the 20 texts).
+loss on :data:`nasa_lens.finetune.NEUTRAL_TEXT` with the fix applied, 95% normal interval over the 20 texts).
 The ``base`` rows are exactly :func:`nasa_lens.evaluate.evaluate` on the same examples (same batch size,
 seed and bootstrap), i.e. what ``nasa-lens eval`` reports.
 """
@@ -146,16 +146,19 @@ def compare_fixes(
     seed: int = 0,
     lm_loss: bool = True,
     progress: bool = False,
+    partial: str | Path | None = None,
 ) -> FixComparison:
     """Fit every fix on ``train``, apply it and evaluate it on every test set.
 
     ``methods``: registry names or fix objects (see :mod:`nasa_lens.debias.methods`), each fitted on the same
     ``train`` list. A ``random-X`` control fitted after ``X`` gets as many heads as ``X`` chose (``k``).
     Fixes that do not change the model (``base``, ``threshold``) reuse the clean ``p_yes`` at their threshold.
+    ``partial``: a CSV rewritten (atomically) after every method with the rows so far, so a long run that is
+    stopped keeps what it measured.
     """
     from nasa_lens.evaluate import evaluate, result_from_predictions
     from nasa_lens.heads import format_head
-    from nasa_lens.nasa import lm_loss as lm_loss_fn
+    from nasa_lens.finetune import lm_loss as lm_loss_fn
     from nasa_lens.prompts import PromptFormat
 
     fixes = build_fixes(methods, options)
@@ -188,6 +191,9 @@ def compare_fixes(
                 r = result_from_predictions(res.ids, res.labels, res.p_yes, res.logit_diff, threshold=fix.threshold, n_boot=n_boot,
                                             seed=seed, model=res.model, dataset=res.dataset, format=res.format)
                 rows.append(_row(name, ds_name, r, fix, clean_lm))
+            if partial is not None:
+                with atomic_path(partial) as tmp:
+                    pd.DataFrame(rows, columns=comparison_columns()).to_csv(tmp, index=False)
             continue
         with fix.apply(model):
             lm = lm_loss_fn(model) if lm_loss else None
@@ -195,6 +201,9 @@ def compare_fixes(
                 res = evaluate(model, ds, fmt, batch_size=batch_size, threshold=fix.threshold, n_boot=n_boot, seed=seed, progress=progress)
                 rows.append(_row(name, ds_name, res, fix, lm))
         logger.info("compare: %s done", name)
+        if partial is not None:
+            with atomic_path(partial) as tmp:
+                pd.DataFrame(rows, columns=comparison_columns()).to_csv(tmp, index=False)
     frame = pd.DataFrame(rows, columns=comparison_columns())
     meta = {
         "model": model.name,

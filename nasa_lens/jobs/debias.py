@@ -1,5 +1,5 @@
-"""Job body of ``nasa-lens compare``: load the model and data, fit and evaluate every fix, write the table,
-the fitted fixes, a figure and a short report. (Flat module until ``jobs/`` lands; then ``jobs/debias.py``.)"""
+"""The compare job (``nasa-lens compare``): load the model and data, fit and evaluate every fix, write the
+table, the fitted fixes, a figure and a short report."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,18 +10,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nasa_lens.vocab import NasaLensError
+from nasa_lens.vocab import FORMATS, InputError
 
-__all__ = ["CompareConfig", "load_compare_data", "run_compare"]
+__all__ = ["CompareConfig", "CompareConfigError", "load_compare_data", "run_compare"]
 
 logger = logging.getLogger(__name__)
 
-
-class CompareConfigError(NasaLensError, ValueError):
-    """A ``compare`` setting is invalid."""
+CompareConfigError = InputError  # a compare setting is invalid
 
 
-def _split_names(value: Any) -> list[str]:
+def split_names(value: Any) -> list[str]:
+    """``"a,b"`` or ``["a", "b"]`` -> ``["a", "b"]`` (stripped, empty and repeated names dropped)."""
     if isinstance(value, str):
         value = value.split(",")
     return list(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
@@ -31,10 +30,11 @@ def _split_names(value: Any) -> list[str]:
 class CompareConfig:
     """One side-by-side comparison of de-biasing fixes (``nasa-lens compare`` builds it from its flags)."""
 
-    train: list[str] = field(default_factory=lambda: ["strategyqa"], metadata={"help": "training dataset(s); their train splits are used"})
-    test: list[str] = field(default_factory=lambda: ["strategyqa"], metadata={"help": "test dataset(s): a training dataset's test split, any other dataset whole"})
-    methods: list[str] = field(default_factory=lambda: ["base", "threshold", "knockout", "mask", "steer", "nasa", "random"],
-                               metadata={"help": "fixes to compare (registry names)"})
+    train: str = field(metadata={"help": "training dataset(s), comma-separated; their train splits are used"})
+    test: str = field(metadata={"help": "test dataset(s), comma-separated: a training dataset's test split, any other dataset "
+                                        "whole; GENERATOR:dN picks a generator's difficulty level"})
+    methods: str = field(default="base,threshold,knockout,mask,steer,nasa,random",
+                         metadata={"help": "fixes to compare, comma-separated (also random-knockout, random-mask, random-steer)"})
     model: str = field(default="smollm2-135m-instruct", metadata={"help": "model name"})
     steps: int = field(default=60, metadata={"help": "optimizer steps of the trained fixes (nasa, random)"})
     limit: int | None = field(default=200, metadata={"help": "label-balanced test examples per test set (None: all)"})
@@ -42,7 +42,7 @@ class CompareConfig:
     k: int = field(default=8, metadata={"help": "heads of nasa/steer (knockout/mask choose 2-16 on the training split)"})
     fit_limit: int = field(default=64, metadata={"help": "training examples used to choose each fix's setting"})
     seed: int = field(default=0, metadata={"help": "data sampling, bootstrap and fixes' seeds"})
-    format: str = field(default="yes-no", metadata={"help": "prompt format"})
+    format: str = field(default="yes-no", metadata={"help": "prompt format", "choices": FORMATS})
     batch_size: int = field(default=16, metadata={"help": "evaluation batch size"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the intervals"})
     lm_loss: bool = field(default=True, metadata={"help": "measure the LM loss on neutral text with each fix applied"})
@@ -50,14 +50,14 @@ class CompareConfig:
     def __post_init__(self) -> None:
         from nasa_lens.debias import METHODS
 
-        self.train, self.test, self.methods = _split_names(self.train), _split_names(self.test), _split_names(self.methods)
+        self.train, self.test, self.methods = (",".join(split_names(v)) for v in (self.train, self.test, self.methods))
         if not self.train:
             raise CompareConfigError("--train names no dataset")
         if not self.test:
             raise CompareConfigError("--test names no dataset")
         if not self.methods:
             raise CompareConfigError("--methods names no method")
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.method_list if m not in METHODS]
         if bad:
             raise CompareConfigError(f"unknown method(s) {', '.join(map(repr, bad))}; known: {', '.join(METHODS)}")
         for name in ("steps", "k", "fit_limit", "batch_size"):
@@ -70,8 +70,20 @@ class CompareConfig:
                 raise CompareConfigError(f"--{name.replace('_', '-')} must be an integer >= 2 (both labels), got {v!r}")
         if self.n_boot < 0:
             raise CompareConfigError(f"--n-boot must be >= 0, got {self.n_boot}")
-        if self.format not in ("yes-no", "no-yes", "true-false", "false-true"):
+        if self.format not in FORMATS:
             raise CompareConfigError(f"unknown --format {self.format!r}")
+
+    @property
+    def train_list(self) -> list[str]:
+        return split_names(self.train)
+
+    @property
+    def test_list(self) -> list[str]:
+        return split_names(self.test)
+
+    @property
+    def method_list(self) -> list[str]:
+        return split_names(self.methods)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,7 +91,7 @@ class CompareConfig:
     def method_options(self) -> dict[str, dict[str, Any]]:
         """Per-method constructor options derived from this config."""
         common = {"seed": self.seed, "fit_limit": self.fit_limit, "format": self.format, "batch_size": self.batch_size}
-        opts: dict[str, dict[str, Any]] = {"threshold": {"fit_limit": max(self.fit_limit, 128), "format": self.format, "batch_size": self.batch_size}}
+        opts: dict[str, dict[str, Any]] = {"threshold": {"fit_limit": max(self.fit_limit, 64), "format": self.format, "batch_size": self.batch_size}}
         for m in ("knockout", "mask", "random-knockout", "random-mask"):
             opts[m] = {**common, "k": self.k}
         for m in ("steer", "random-steer"):
@@ -112,12 +124,12 @@ def load_compare_data(cfg: CompareConfig) -> tuple[list[Any], dict[str, Any], li
     test] --limit N --seed S`` loads them."""
     from nasa_lens.datasets import load_dataset, load_datasets
 
-    train = load_datasets(cfg.train, limit=cfg.train_limit, seed=cfg.seed, split="train")
+    train = load_datasets(cfg.train_list, limit=cfg.train_limit, seed=cfg.seed, split="train")
     random.Random(cfg.seed).shuffle(train)
     tests: dict[str, Any] = {}
     notes: list[str] = []
-    for name in cfg.test:
-        split = "test" if name in cfg.train else None
+    for name in cfg.test_list:
+        split = "test" if name in cfg.train_list else None
         base, options = _generator_level(name)
         ds = load_dataset(base, limit=cfg.limit, seed=cfg.seed, split=split, **options)
         if options:
@@ -142,14 +154,16 @@ def run_compare(cfg: CompareConfig, out: str | Path, *, command: str = "", progr
     from nasa_lens.debias import compare_fixes
     from nasa_lens.models import load_model
     from nasa_lens.plots import save_figure
-    from nasa_lens.plots_debias import comparison_figure
+    from nasa_lens.plots.debias import comparison_figure
 
     torch.manual_seed(cfg.seed)
     train, tests, notes = load_compare_data(cfg)
     model = load_model(cfg.model)
-    result = compare_fixes(model, train, tests, cfg.methods, options=cfg.method_options(), format=cfg.format,
-                           batch_size=cfg.batch_size, n_boot=cfg.n_boot, seed=cfg.seed, lm_loss=cfg.lm_loss, progress=progress)
-    result.meta.update({"config": cfg.to_dict(), "train": cfg.train, "warnings": notes, "command": command})
+    Path(out).mkdir(parents=True, exist_ok=True)
+    result = compare_fixes(model, train, tests, cfg.method_list, options=cfg.method_options(), format=cfg.format,
+                           batch_size=cfg.batch_size, n_boot=cfg.n_boot, seed=cfg.seed, lm_loss=cfg.lm_loss, progress=progress,
+                           partial=Path(out) / "comparison.partial.csv")
+    result.meta.update({"config": cfg.to_dict(), "train": cfg.train_list, "warnings": notes, "command": command})
     out = Path(out)
     result.save(out)
     save_figure(comparison_figure(result.frame, title=f"De-biasing fixes on {model.name}"), out / "comparison")
