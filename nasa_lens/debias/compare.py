@@ -25,7 +25,8 @@ from nasa_lens.io import atomic_path, read_json, write_json, write_text
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
 
-__all__ = ["COMPARE_METRICS", "DEFAULT_METHODS", "FixComparison", "compare_fixes", "comparison_columns", "build_fixes"]
+__all__ = ["COMPARE_METRICS", "DEFAULT_METHODS", "FixComparison", "compare_fixes", "comparison_columns", "build_fixes",
+           "method_options"]
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,20 @@ class FixComparison:
 
     def write_report(self, out_dir: str | Path, command: str = "") -> Path:
         return write_text(Path(out_dir) / "report.md", self.report(command))
+
+
+def method_options(*, k: int = 8, fit_limit: int = 64, steps: int = 60, seed: int = 0, format: str = "yes-no",
+                   batch_size: int = 16) -> dict[str, dict[str, Any]]:
+    """Per-fix constructor options from a few shared settings (what ``nasa-lens compare`` and the study use):
+    ``k`` heads for steer/nasa/random (knockout and mask keep their grid of 2-16), ``fit_limit`` training
+    examples to choose settings on (at least 64 for the threshold), ``steps`` for the fine-tunes."""
+    common = {"seed": seed, "fit_limit": fit_limit, "format": format, "batch_size": batch_size}
+    opts: dict[str, dict[str, Any]] = {"threshold": {"fit_limit": max(fit_limit, 64), "format": format, "batch_size": batch_size}}
+    for m in ("knockout", "mask", "random-knockout", "random-mask", "steer", "random-steer"):
+        opts[m] = {**common, "k": k}
+    for m in ("nasa", "random"):
+        opts[m] = {**common, "k": k, "steps": steps}
+    return opts
 
 
 def build_fixes(methods: Sequence[str | DebiasMethod], options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, DebiasMethod]:

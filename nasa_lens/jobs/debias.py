@@ -89,17 +89,11 @@ class CompareConfig:
         return dataclasses.asdict(self)
 
     def method_options(self) -> dict[str, dict[str, Any]]:
-        """Per-method constructor options derived from this config."""
-        common = {"seed": self.seed, "fit_limit": self.fit_limit, "format": self.format, "batch_size": self.batch_size}
-        opts: dict[str, dict[str, Any]] = {"threshold": {"fit_limit": max(self.fit_limit, 64), "format": self.format, "batch_size": self.batch_size}}
-        for m in ("knockout", "mask", "random-knockout", "random-mask"):
-            opts[m] = {**common, "k": self.k}
-        for m in ("steer", "random-steer"):
-            opts[m] = {**common, "k": self.k}
-        for m in ("nasa", "random"):
-            opts[m] = {**common, "k": self.k, "steps": self.steps}
-        return opts
+        """Per-method constructor options derived from this config (:func:`nasa_lens.debias.compare.method_options`)."""
+        from nasa_lens.debias.compare import method_options
 
+        return method_options(k=self.k, fit_limit=self.fit_limit, steps=self.steps, seed=self.seed, format=self.format,
+                              batch_size=self.batch_size)
 
 def _generator_level(name: str) -> tuple[str, dict[str, int]]:
     """``"lookup:d1"`` -> ``("lookup", {"difficulty": 1})`` for a built-in generator; anything else unchanged."""
