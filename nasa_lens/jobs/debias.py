@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nasa_lens.vocab import FORMATS, InputError
+from nasa_lens.vocab import DEFAULT_MODEL, FORMATS, InputError
 
 __all__ = ["CompareConfig", "CompareConfigError", "load_compare_data", "run_compare"]
 
@@ -35,7 +35,7 @@ class CompareConfig:
                                         "whole; GENERATOR:dN picks a generator's difficulty level"})
     methods: str = field(default="base,threshold,knockout,mask,steer,nasa,random",
                          metadata={"help": "fixes to compare, comma-separated (also random-knockout, random-mask, random-steer)"})
-    model: str = field(default="smollm2-135m-instruct", metadata={"help": "model name"})
+    model: str = field(default=DEFAULT_MODEL, metadata={"help": "built-in name, local folder, .gguf file or hub id"})
     steps: int = field(default=60, metadata={"help": "optimizer steps of the trained fixes (nasa, random)"})
     limit: int | None = field(default=200, metadata={"help": "label-balanced test examples per test set (None: all)"})
     train_limit: int | None = field(default=200, metadata={"help": "label-balanced training examples per training dataset"})
