@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "nasa_lens.commands.finetune",  # finetune
     "nasa_lens.commands.study",  # study
     "nasa_lens.commands.report",  # report (report.html of a finished study)
+    "nasa_lens.commands.compare",  # compare (de-biasing fixes)
 )
 
 

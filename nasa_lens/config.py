@@ -17,7 +17,7 @@ section re-runs only the stages that read it (and the stages downstream of them)
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import ABLATION_MODES, CONDITION_FORMATS, DEFAULT_MODEL, FORMATS, PLOTLYJS_MODES, InputFileNotFoundError, NasaLensError, POSITIONS
+from nasa_lens.vocab import ABLATION_MODES, CONDITION_FORMATS, DEBIAS_METHODS, DEFAULT_MODEL, FORMATS, PLOTLYJS_MODES, InputFileNotFoundError, NasaLensError, POSITIONS
 
 import copy
 import dataclasses
@@ -46,6 +46,7 @@ __all__ = [
     "ConditionsConfig",
     "AblationConfig",
     "FinetuneConfig",
+    "CompareSection",
     "ReportConfig",
     "StudyConfig",
     "QUICK",
@@ -241,6 +242,37 @@ class FinetuneConfig:
 
 
 @dataclass
+class CompareSection:
+    """De-biasing fixes side by side (:func:`nasa_lens.debias.compare_fixes`, as ``nasa-lens compare``): each
+    fitted on the train sample of ``data.dataset`` (heads and settings chosen there only), applied, and evaluated
+    on the test split of the main and generalisation datasets. Off by default (it adds the fixes' fit time).
+
+    Attributes:
+        enabled: run the compare stage.
+        methods: fixes by registry name (base, threshold, knockout, mask, steer, nasa, random, random-knockout,
+            random-mask, random-steer).
+        k: heads of steer / nasa / random (knockout and mask choose 2-16 on the training sample).
+        fit_limit: training examples each fix's setting is chosen on.
+        steps: optimizer steps of nasa / random.
+    """
+
+    enabled: bool = False
+    methods: list[str] = field(default_factory=lambda: ["base", "threshold", "knockout", "steer"])
+    k: int = 8
+    fit_limit: int = 32
+    steps: int = 30
+
+    def __post_init__(self) -> None:
+        _check(len(self.methods) >= 1, "compare.methods", "must list at least one fix")
+        for m in self.methods:
+            _known(m, DEBIAS_METHODS, "compare.methods")
+        _check(len(set(self.methods)) == len(self.methods), "compare.methods", "names a fix twice")
+        _positive(self.k, "compare.k")
+        _check(self.fit_limit >= 4, "compare.fit_limit", f"must be >= 4 (both labels in both halves), got {self.fit_limit}")
+        _positive(self.steps, "compare.steps")
+
+
+@dataclass
 class ReportConfig:
     """The report stage.
 
@@ -274,7 +306,7 @@ class HTMLReportConfig:
 
 # ---------------------------------------------------------------------------------------------- the config
 
-_SECTIONS = ("data", "bias", "nas", "conditions", "ablation", "finetune", "report")
+_SECTIONS = ("data", "bias", "nas", "conditions", "ablation", "finetune", "compare", "report")
 
 
 @dataclass
@@ -298,6 +330,7 @@ class StudyConfig:
     conditions: ConditionsConfig = field(default_factory=ConditionsConfig)
     ablation: AblationConfig = field(default_factory=AblationConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    compare: CompareSection = field(default_factory=CompareSection)
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def __post_init__(self) -> None:

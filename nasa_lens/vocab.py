@@ -52,6 +52,12 @@ PAIR_KINDS: tuple[str, ...] = ("swap", "label")
 PATCH_TARGETS: tuple[str, ...] = ("z", "pattern")
 """What activation patching replaces per head: its output ``z`` or its attention pattern."""
 
+# ------------------------------------------------------------------------------------------------ de-biasing
+
+DEBIAS_METHODS: tuple[str, ...] = ("base", "threshold", "knockout", "mask", "steer", "nasa", "random", "random-knockout",
+                                   "random-mask", "random-steer")
+"""The de-biasing fixes of :mod:`nasa_lens.debias` by registry name (a test checks the registry matches)."""
+
 # ------------------------------------------------------------------------------------------------ hook names
 
 

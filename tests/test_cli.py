@@ -163,6 +163,7 @@ def test_every_flag_default_is_its_config_default():
         "ablate": {"out"},
         "patch": {"out"},
         "finetune": {"out"},
+        "compare": {"out"},
         "study": {"config", "quick", "overrides", "models", "out", "figures", "no_png", "print_config", "no_progress"},
         "report": {"out"},
     }

@@ -213,6 +213,10 @@ def test_generator_difficulty_changes_content(name: str) -> None:
 def _complexity(name: str, questions: list[str]) -> float:
     """A measure that grows with difficulty: closeness of the two dates for ``date``, else the mean count
     of digits and boolean literals."""
+    if name == "lookup":  # more facts stated
+        return sum(q.count(".") for q in questions) / len(questions)
+    if name == "category":  # longer phrasings and same-domain distractors: count words
+        return sum(len(q.split()) for q in questions) / len(questions)
     if name == "date":
         gaps = []
         for q in questions:
@@ -302,7 +306,30 @@ def _truth_date(q: str) -> bool:
     return da < db if rel == "before" else da > db
 
 
+def _truth_category(q: str) -> bool:
+    from nasa_lens.datasets.generators import _CATEGORIES
+
+    m = re.fullmatch(r"(?:Is it correct to say that|Is it true that|Would you call|Is) (?:an? )?(.+?) "
+                     r"(?:is )?(?:a (?:kind|type) of |an? )(.+?)\?", q)
+    item, category = m.groups()
+    owners = [c for c, (_, members) in _CATEGORIES.items() if item in members]
+    assert len(owners) == 1, q
+    return owners[0] == category
+
+
+def _truth_lookup(q: str) -> bool:
+    *facts, asked = re.split(r"(?<=[.?]) ", q)
+    stated = {}
+    for f in facts:
+        who, value = re.fullmatch(r"(The secret|My secret|The winning|\w+'s secret) number is (\d+)\.", f).groups()
+        stated[who.lower().replace("the ", "").replace("my ", "")] = int(value)
+    who, value = re.fullmatch(r"Is (the secret|my secret|the winning|\w+'s secret) number (\d+)\?", asked).groups()
+    return stated[who.lower().replace("the ", "").replace("my ", "")] == int(value)
+
+
 TRUTH = {
+    "category": _truth_category,
+    "lookup": _truth_lookup,
     "arithmetic": _truth_arithmetic, "multistep": _truth_multistep, "comparison": _truth_comparison,
     "prime": _truth_prime, "boolean": _truth_boolean, "sorted": _truth_sorted, "parity": _truth_parity,
     "divisibility": _truth_divisibility, "date": _truth_date,

@@ -31,6 +31,7 @@ TINY = {
     "conditions": {"formats": ["yes-no", "no-yes"], "datasets": [], "limit": 6, "top_k": 3},
     "ablation": {"ks": [1, 2], "n_random": 2, "n_perm": 200},
     "finetune": {"heads": "top:2", "nasa": {"steps": 24, "batch_size": 4, "eval_every": 8, "checkpoint_every": 2}},
+    "compare": {"enabled": True, "methods": ["base", "threshold", "steer"], "k": 2, "fit_limit": 8},
     "report": {"png": False, "top_k": 3},
 }
 
@@ -307,6 +308,7 @@ def _both(*kinds: str) -> set[str]:
         ({"seed": 1}, ALL_A | ALL_B | {"report"}),
         ({"models": ["a", "b", "c"]}, {s.replace("@a", "@c") for s in ALL_A} | {"report"}),
         ({"finetune": {"models": ["a"]}}, {"report"}),
+        ({"compare": {"enabled": True}}, {"compare@a", "compare@b", "report"}),
     ],
     ids=lambda v: json.dumps(v, sort_keys=True) if isinstance(v, dict) else "",
 )
@@ -408,6 +410,21 @@ def test_real_study_writes_every_output(tiny_study) -> None:
     assert "plotly.min.js" in figures  # the one bundle the HTML figures load, beside them: viewable offline
     assert not any(name.endswith(".png") for name in figures)  # report.png = false
     assert [p.name for p in (out / "stages").iterdir() if p.name.startswith(".")] == []  # no temp folders, no checkpoints
+
+
+def test_real_study_compare_stage(tiny_study) -> None:
+    cfg, result = tiny_study
+    r = result.results["models"]["tiny-random"]
+    rows = pd.DataFrame(r["compare"]["rows"])
+    assert set(rows.method) == {"base", "threshold", "steer"} and set(rows.dataset) == set(cfg.data.eval_datasets)
+    for ds in cfg.data.eval_datasets:  # the compare stage's base rows are the bias report's numbers
+        base = rows[(rows.method == "base") & (rows.dataset == ds)].iloc[0]
+        assert base.accuracy == pytest.approx(r["bias"]["datasets"][ds]["accuracy"])
+        assert base.auroc == pytest.approx(r["bias"]["datasets"][ds]["auroc"])
+    folder = result.stages["compare@tiny-random"].path
+    assert (folder / "comparison.csv").is_file() and (folder / "methods" / "steer" / "method.json").is_file()
+    assert "debias_tiny-random.html" in {p.name for p in result.figures_dir.iterdir()}
+    assert "De-biasing fixes side by side" in (result.out_dir / "report.md").read_text()
 
 
 def test_real_study_numbers_agree_with_the_predictions(tiny_study) -> None:

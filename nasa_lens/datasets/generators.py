@@ -430,6 +430,92 @@ def _date(rng: random.Random, difficulty: int, want: bool) -> tuple[str, bool]:
     return f"Did {_fmt_date(a)} come {relation} {_fmt_date(b)}?", truth
 
 
+# -- category ------------------------------------------------------------------------------------------------
+
+# Our own word lists: category -> (domain, members). Every member belongs to exactly one category here.
+_CATEGORIES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "animal": ("living", ("dog", "cat", "horse", "cow", "lion", "tiger", "elephant", "rabbit", "sheep", "goat", "bear",
+                          "wolf", "fox", "deer", "monkey", "zebra", "giraffe", "mouse", "camel", "pig")),
+    "bird": ("living", ("sparrow", "eagle", "owl", "parrot", "pigeon", "crow", "swan", "duck", "penguin", "robin",
+                        "hawk", "goose", "seagull", "ostrich", "flamingo", "peacock", "falcon", "woodpecker", "canary", "turkey")),
+    "fruit": ("food", ("apple", "banana", "orange", "pear", "grape", "cherry", "peach", "plum", "mango", "lemon",
+                       "strawberry", "pineapple", "watermelon", "kiwi", "apricot", "raspberry", "blueberry", "coconut", "lime", "fig")),
+    "vegetable": ("food", ("carrot", "potato", "onion", "cabbage", "broccoli", "spinach", "lettuce", "cucumber", "pea",
+                           "celery", "garlic", "radish", "turnip", "leek", "beetroot", "cauliflower", "parsnip", "kale", "asparagus", "courgette")),
+    "colour": ("idea", ("red", "blue", "green", "yellow", "purple", "pink", "brown", "black", "white", "grey",
+                        "gold", "violet", "turquoise", "crimson", "beige", "maroon", "navy", "scarlet", "indigo", "lavender")),
+    "tool": ("object", ("hammer", "screwdriver", "wrench", "saw", "drill", "chisel", "pickaxe", "shovel", "rake", "axe",
+                        "spanner", "file", "crowbar", "trowel", "hoe", "mallet", "tape measure", "clamp", "sander", "spade")),
+    "vehicle": ("object", ("car", "bus", "truck", "bicycle", "motorcycle", "train", "tram", "van", "taxi", "tractor",
+                           "scooter", "lorry", "ambulance", "canoe", "yacht", "airplane", "helicopter", "submarine", "ferry", "jeep")),
+    "musical instrument": ("object", ("piano", "guitar", "violin", "drum", "flute", "trumpet", "cello", "harp", "clarinet", "saxophone",
+                                      "trombone", "oboe", "banjo", "ukulele", "accordion", "harmonica", "tuba", "bassoon", "xylophone", "mandolin")),
+    "country": ("place", ("France", "Germany", "Italy", "Spain", "Japan", "China", "India", "Brazil", "Canada", "Mexico",
+                          "Egypt", "Kenya", "Peru", "Norway", "Sweden", "Poland", "Greece", "Turkey", "Chile", "Australia")),
+    "body part": ("living", ("hand", "foot", "knee", "elbow", "shoulder", "finger", "toe", "ear", "nose", "mouth",
+                             "eye", "chin", "wrist", "ankle", "neck", "heel", "thumb", "lip", "forehead", "hip")),
+}
+assert len({m for _, ms in _CATEGORIES.values() for m in ms}) == sum(len(ms) for _, ms in _CATEGORIES.values())
+_CAT_TEMPLATES = {1: ("Is {a} {x} {c}?", "Is {a} {x} a type of {cb}?"), 2: ("Is {a} {x} {c}?", "Is {a} {x} a kind of {cb}?"),
+                  3: ("Is {a} {x} a kind of {cb}?", "Would you call {a} {x} {c}?"),
+                  4: ("Would you call {a} {x} {c}?", "Is it true that {a} {x} is {c}?"),
+                  5: ("Is it true that {a} {x} is {c}?", "Is it correct to say that {a} {x} is {c}?")}
+
+
+def _article(word: str) -> str:
+    return "an" if word[0].lower() in "aeiou" else "a"
+
+
+def _category(rng: random.Random, difficulty: int, want: bool) -> tuple[str, bool]:
+    cat = rng.choice(sorted(_CATEGORIES))
+    domain, members = _CATEGORIES[cat]
+    if want:
+        item = rng.choice(members)
+    else:
+        # difficulty 1-2: the item comes from another domain (a tool asked as a fruit); 3-5: the same domain
+        # when there is one (a vegetable asked as a fruit)
+        same = [c for c, (d, _) in _CATEGORIES.items() if c != cat and d == domain]
+        other = [c for c, (d, _) in _CATEGORIES.items() if d != domain]
+        pool = same if difficulty >= 3 and same else other
+        item = rng.choice(_CATEGORIES[rng.choice(sorted(pool))][1])
+    truth = item in members
+    bare = item[0].isupper() or item in _CATEGORIES["colour"][1]  # countries and colours take no article
+    a = "" if bare else _article(item)
+    template = rng.choice(_CAT_TEMPLATES[difficulty])
+    q = " ".join(template.format(a=a, x=item, c=f"{_article(cat)} {cat}", cb=cat).split())
+    return q, truth
+
+
+# -- lookup --------------------------------------------------------------------------------------------------
+
+# The answer is stated in the question itself: a secret number, then a question about it. Difficulty 1 states
+# one number ("The secret number is 42. Is the secret number 42?"); difficulty d >= 2 states d people's
+# numbers and asks about one of them, a wrong value being preferably another person's number.
+_LOOKUP_PEOPLE = ("Anna", "Ben", "Clara", "David", "Emma", "Felix", "Grace", "Henry", "Ida", "Jack", "Karl", "Lena", "Maria",
+           "Nina", "Oscar", "Paul", "Rosa", "Sam", "Tina", "Victor")
+_LOOKUP_ONE = (("The secret number is {a}.", "Is the secret number {b}?"),
+               ("My secret number is {a}.", "Is my secret number {b}?"),
+               ("The winning number is {a}.", "Is the winning number {b}?"))
+
+
+def _lookup(rng: random.Random, difficulty: int, want: bool) -> tuple[str, bool]:
+    if difficulty == 1:
+        statement, question = rng.choice(_LOOKUP_ONE)
+        a = rng.randint(1, 99)
+        b = a if want else rng.choice([x for x in range(1, 100) if x != a])
+        return f"{statement.format(a=a)} {question.format(b=b)}", a == b
+    people = rng.sample(_LOOKUP_PEOPLE, difficulty)
+    facts = {p: rng.randint(1, 99) for p in people}
+    target = rng.choice(people)
+    if want:
+        asked = facts[target]
+    else:
+        others = [v for p, v in facts.items() if p != target and v != facts[target]]
+        asked = rng.choice(others) if others and rng.random() < 0.7 else rng.choice([x for x in range(1, 100) if x != facts[target]])
+    context = " ".join(f"{p}'s secret number is {v}." for p, v in facts.items())
+    return f"{context} Is {target}'s secret number {asked}?", facts[target] == asked
+
+
 GENERATORS: dict[str, Generator] = {
     g.name: g
     for g in [
@@ -444,5 +530,9 @@ GENERATORS: dict[str, Generator] = {
         Generator("divisibility", "Is a number divisible by a divisor? (non-multiples are off by a little)",
                   _divisibility),
         Generator("date", "Did one calendar date come before/after another? (closer dates when harder)", _date),
+        Generator("category", "Is an everyday word in a category? (an animal, a fruit, a tool...; a confusable category when harder)",
+                  _category),
+        Generator("lookup", "Is a secret number stated in the question the one asked about? (more people's numbers, "
+                  "used as distractors, when harder)", _lookup),
     ]
 }

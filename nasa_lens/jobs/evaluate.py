@@ -1,4 +1,5 @@
-"""The eval job (``nasa-lens eval``): bias metrics of a model (with an optional adapter) on a dataset."""
+"""The eval job (``nasa-lens eval``): bias metrics of a model (with an optional adapter or saved de-biasing fix)
+on a dataset."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ class EvalConfig:
     threshold: float = field(default=0.5, metadata={"help": "predict yes when p_yes > threshold"})
     n_boot: int = field(default=1000, metadata={"help": "bootstrap resamples for the confidence intervals"})
     seed: int = field(default=0, metadata={"help": "bootstrap seed"})
+    method: str | None = field(default=None, metadata={"help": "a saved de-biasing fix to apply (a folder from nasa-lens "
+                                                               "compare: OUT/methods/NAME); its threshold replaces --threshold"})
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -50,11 +53,22 @@ def run_eval(
     from nasa_lens.io import atomic_output, check_out_dir
     from nasa_lens.prompts import PromptFormat
 
+    import contextlib
+
     out = check_out_dir(out_dir)
     data = data.load() if isinstance(data, DataSpec) else data
     model = model.load() if isinstance(model, ModelSpec) else model
-    result = evaluate(model, data, PromptFormat.named(cfg.format), batch_size=cfg.batch_size, threshold=cfg.threshold,
-                      n_boot=cfg.n_boot, seed=cfg.seed, progress=progress)
+    fix, threshold = None, cfg.threshold
+    if cfg.method:
+        from nasa_lens.debias import load_method
+
+        fix = load_method(cfg.method, model)
+        threshold = fix.threshold
+    with fix.apply(model) if fix is not None else contextlib.nullcontext():
+        result = evaluate(model, data, PromptFormat.named(cfg.format), batch_size=cfg.batch_size, threshold=threshold,
+                          n_boot=cfg.n_boot, seed=cfg.seed, progress=progress)
+    if fix is not None:
+        result.meta["method"] = {"name": fix.name, "folder": str(cfg.method), "heads": [f"{l}.{h}" for l, h in fix.heads]}
     with atomic_output(out) as tmp:
         result.save(tmp)
     return result

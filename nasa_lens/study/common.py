@@ -12,7 +12,7 @@ from nasa_lens.io import atomic_path, read_json
 from nasa_lens.vocab import InputFileNotFoundError
 from nasa_lens.study.stages import StageOutput
 
-STAGE_ORDER: tuple[str, ...] = ("bias", "nas", "conditions", "ablation", "finetune", "after", "report")
+STAGE_ORDER: tuple[str, ...] = ("bias", "nas", "conditions", "ablation", "finetune", "after", "compare", "report")
 STAGES_DIR = "stages"
 RESULTS_FILE = "results.json"
 REPORT_FILE = "report.md"

@@ -32,7 +32,7 @@ def build_report(cfg: StudyConfig, ctx: StageContext) -> dict[str, Any]:
     figdir, tables = ctx.work / "figures", ctx.work / "tables"
     tables.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {"version": _version(), "config": cfg.to_dict(), "models": {}, "figures": {}}
-    frames: dict[str, list[pd.DataFrame]] = {"nas_ranking": [], "conditions": [], "ablation": [], "finetune_history": [], "deltas": []}
+    frames: dict[str, list[pd.DataFrame]] = {"nas_ranking": [], "conditions": [], "ablation": [], "finetune_history": [], "deltas": [], "debias": []}
     nas_by_model: dict[str, Any] = {}
 
     pending: list[tuple[Any, str]] = []
@@ -92,6 +92,13 @@ def build_report(cfg: StudyConfig, ctx: StageContext) -> dict[str, Any]:
                     frames["deltas"].append(pd.DataFrame([{"model": m, "dataset": ds, "metric": metric, "delta": d["delta"],
                                                            "ci_low": d["ci"][0], "ci_high": d["ci"][1],
                                                            "mcnemar_p": v["delta"]["mcnemar"]["p_value"]}]))
+        if stages.get("compare") is not None:
+            from nasa_lens.plots.debias import comparison_figure
+
+            comp = pd.read_csv(stages["compare"].path / "comparison.csv")
+            frames["debias"].append(tagged(comp, m))
+            figs["debias"] = save(comparison_figure(comp, title=f"{m}: de-biasing fixes fitted on the train sample, test splits"),
+                                  f"debias_{sm}")
         results["models"][m] = summary
         if stages["after"] is not None:
             figs["before_after"] = save(plots_study.before_after_bars(bias_frame({"models": {m: summary}}), m), f"before_after_{sm}")

@@ -126,6 +126,15 @@ def plan_stages(cfg: StudyConfig) -> list[PlannedStage]:
                     (name("finetune"), name("bias")),
                 )
             )
+        if cfg.compare.enabled:
+            plan.append(
+                PlannedStage(
+                    name("compare"), "compare", m,
+                    {"model": m, **common, "compare": cfg.section("compare"), "n_boot": cfg.bias.n_boot,
+                     "train": d.spec(d.dataset, "train", d.train_limit, cfg.seed), "data": test_specs},
+                    (),
+                )
+            )
     plan.append(
         PlannedStage("report", "report", None, {"report": cfg.section("report"), "models": list(cfg.models)},
                      tuple(p.name for p in plan))

@@ -306,6 +306,25 @@ def after_section(result: StudyResult) -> Section:
     return Section("6. After the fine-tune, and generalisation", L)
 
 
+def compare_section(result: StudyResult) -> Section | None:
+    """De-biasing fixes side by side (the compare stage; None when it did not run)."""
+    models = result.results.get("models", {})
+    figs = result.results.get("figures", {})
+    rows = [(m, row) for m, r in models.items() for row in (r.get("compare") or {}).get("rows", [])]
+    if not rows:
+        return None
+    L = ["Every fix fitted on the train sample of the main dataset (heads and settings chosen there only) and "
+         "evaluated on the test splits (docs/debias.md).", "",
+         "| model | dataset | fix | accuracy | pr_gap | yes-rate | AUROC | params |", "|---|---|---|---|---|---|---|---|"]
+    L += [f"| {m} | {r['dataset']} | {r['method']} | {_fmt(r['accuracy'])} | {_fmt(r['pr_gap'])} | {_pct(r['yes_rate'])} | "
+          f"{_fmt(r['auroc'])} | {int(r['params']):,} |" for m, r in rows]
+    L += ["", "Fit times: `comparison.csv` in the compare stage's folder."]
+    L.append("")
+    for m in models:
+        L.append(_figure_md(result, figs.get(m, {}).get("debias"), f"De-biasing fixes, {m}"))
+    return Section("7. De-biasing fixes side by side", L)
+
+
 def timings_section(result: StudyResult) -> Section:
     """Wall-clock and CPU seconds per stage, and the files written."""
     L: list[str] = [
@@ -320,7 +339,7 @@ def timings_section(result: StudyResult) -> Section:
     return Section("Stages and timings", L)
 
 
-SECTIONS: tuple[Callable[[StudyResult], Section], ...] = (
+SECTIONS: tuple[Callable[[StudyResult], Section | None], ...] = (
     header_section,
     bias_section,
     nas_section,
@@ -328,13 +347,14 @@ SECTIONS: tuple[Callable[[StudyResult], Section], ...] = (
     ablation_section,
     finetune_section,
     after_section,
+    compare_section,
     timings_section,
 )
 """The report's sections in order."""
 
 
 def report_sections(result: StudyResult) -> list[Section]:
-    return [section(result) for section in SECTIONS]
+    return [s for s in (section(result) for section in SECTIONS) if s is not None]
 
 
 def report_markdown(result: StudyResult) -> str:

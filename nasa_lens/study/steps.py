@@ -367,6 +367,27 @@ def paired_deltas(before: Any, after: Any, *, n_boot: int = 1000, seed: int = 0,
     return out
 
 
+def stage_compare(env: StudyEnv, model_name: str, ctx: StageContext) -> dict[str, Any]:
+    """De-biasing fixes side by side (:func:`nasa_lens.debias.compare_fixes`): fitted on the train sample of the
+    main dataset, evaluated on the test split of every report dataset; writes what ``nasa-lens compare`` writes."""
+    from nasa_lens.debias import compare_fixes
+    from nasa_lens.debias.compare import method_options
+
+    cfg = env.cfg
+    c = cfg.compare
+    train = list(env.dataset(cfg.data.dataset, "train", cfg.data.train_limit))
+    tests = {ds: env.dataset(ds, "test", cfg.data.test_limit) for ds in cfg.data.eval_datasets}
+    options = method_options(k=c.k, fit_limit=min(c.fit_limit, len(train)), steps=c.steps, seed=cfg.seed,
+                             format=cfg.data.format, batch_size=cfg.batch_size)
+    result = compare_fixes(env.model(model_name), train, tests, c.methods, options=options, format=cfg.data.format,
+                           batch_size=cfg.batch_size, n_boot=cfg.bias.n_boot, seed=cfg.seed, progress=env.progress,
+                           partial=ctx.work / "comparison.partial.csv")
+    result.save(ctx.work)
+    result.write_report(ctx.work)
+    keep = ["accuracy", "pr_gap", "yes_rate", "auroc", "params"]  # no timings: the summary is deterministic (fit times: comparison.csv)
+    return {"rows": result.frame[["method", "dataset", *keep]].to_dict(orient="records"), "heads": result.meta["heads"]}
+
+
 def stage_report(env: StudyEnv, model_name: None, ctx: StageContext) -> dict[str, Any]:
     """Figures (per model and side by side), CSVs and the results dictionary, from the finished stages.
 
@@ -383,6 +404,7 @@ STAGE_FUNCTIONS: dict[str, Callable[[StudyEnv, Any, StageContext], dict[str, Any
     "ablation": stage_ablation,
     "finetune": stage_finetune,
     "after": stage_after,
+    "compare": stage_compare,
     "report": stage_report,
 }
 """Stage kind -> function, looked up at run time (tests wrap them to count calls)."""
