@@ -4,9 +4,12 @@ For one example, one layer ``l`` and one *query* head ``h``, with ``A = blocks.{
 (attention probabilities, ``[example, head, q, k]``) and ``t_yes`` / ``t_no`` the positions of the two
 candidate words inside the instruction ("Answer with Yes or No"):
 
-    NAS(l, h) = sum_i (A[i, t_yes] + A[i, t_no]) * log((A[i, t_no] + eps) / (A[i, t_yes] + eps))
+    NAS(l, h) = sum_i (A[i, t_yes] + A[i, t_no]) * log(A[i, t_no] / A[i, t_yes])
 
-with ``eps = NAS_EPS = 1e-6`` (so a zero probability never gives an infinite score). The sum runs over the
+exactly the paper's formula. Only an *exact* zero probability is guarded: both probabilities are clamped
+from below at ``NAS_EPS`` = the smallest normal float32 (about 1.2e-38), far below any probability a float32
+softmax gives a token it attends to at all, so every finite score equals the formula (an earlier version
+added 1e-6 inside the log, which moved the top held-out head from 8.80 to 8.54). The sum runs over the
 query positions ``i``
 
 * ``positions="after"``: from the token just after the instruction's *later* candidate through the last
@@ -90,8 +93,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-NAS_EPS: float = 1e-6
-"""Added to both probabilities inside the log: ``log((A_no + eps) / (A_yes + eps))``."""
+NAS_EPS: float = float(torch.finfo(torch.float32).tiny)
+"""The floor both probabilities are clamped to inside the log (guards exact zeros only):
+``log(max(A_no, eps) / max(A_yes, eps))``; the smallest normal float32, about 1.18e-38."""
 
 SCORES_FILE = NAS_SCORES_FILE
 META_FILE = NAS_META_FILE
@@ -129,7 +133,7 @@ def _nas_terms(
     query_mask: Bool[Tensor, "example q"],
     eps: float,
 ) -> Float[Tensor, "example head"]:
-    """Sum over masked queries of ``(a_yes + a_no) * log((a_no + eps) / (a_yes + eps))``.
+    """Sum over masked queries of ``(a_yes + a_no) * log(max(a_no, eps) / max(a_yes, eps))``.
 
     Unused rows are replaced by 0 *before* the formula (``torch.where``, not a product with the mask), so a
     NaN or inf in a padding query can leak neither into the score nor into its gradient.
@@ -138,7 +142,8 @@ def _nas_terms(
     zero = torch.zeros((), dtype=torch.float32, device=a_yes.device)
     a_yes = torch.where(keep, a_yes.float(), zero)
     a_no = torch.where(keep, a_no.float(), zero)
-    return ((a_yes + a_no) * torch.log((a_no + eps) / (a_yes + eps))).sum(dim=-1)
+    log_ratio = torch.log(a_no.clamp_min(eps)) - torch.log(a_yes.clamp_min(eps))
+    return ((a_yes + a_no) * log_ratio).sum(dim=-1)
 
 
 def nas_from_pattern(
@@ -154,7 +159,7 @@ def nas_from_pattern(
         pattern: attention probabilities ``[example, head, q, k]``.
         pos_yes, pos_no: per example, the key position of the "yes" / "no" candidate.
         query_mask: per example, the query positions to sum over (:func:`nas_query_mask`).
-        eps: ``log((A_no + eps) / (A_yes + eps))``; default :data:`NAS_EPS` = 1e-6.
+        eps: the floor of both probabilities inside the log; default :data:`NAS_EPS` (smallest normal float32).
     """
     if pattern.ndim != 4:
         raise ValueError(f"pattern must be [example, head, q, k], got shape {tuple(pattern.shape)}")
@@ -198,7 +203,7 @@ def nas_hooks(
         batch: the left-padded prompt batch (candidate positions per row).
         layers: which layers to hook (default: every layer).
         positions: ``"after"`` or ``"last"`` (see the module docstring).
-        eps: ``log((A_no + eps) / (A_yes + eps))``; default :data:`NAS_EPS` = 1e-6.
+        eps: the floor of both probabilities inside the log; default :data:`NAS_EPS` (smallest normal float32).
         detach: store detached scores (default). ``False`` keeps the autograd graph, for a training loss.
     """
     _check_positions(positions)

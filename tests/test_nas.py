@@ -31,7 +31,8 @@ from nasa_lens.prompts import PromptFormat, build_batch
 
 def reference_nas(attentions, input_ids, pos_yes, pos_no, positions: str) -> np.ndarray:
     """NAS by explicit loops in float64 from per-layer attention tensors [batch, head, q, k] (independent of
-    nasa_lens.nas): sum over the query rows of (a_yes + a_no) * log((a_no + eps) / (a_yes + eps))."""
+    nasa_lens.nas): sum over the query rows of (a_yes + a_no) * log(a_no / a_yes), the paper's formula (an
+    exact zero is floored at NAS_EPS)."""
     n, seq = input_ids.shape
     layers = [a.detach().double().cpu().numpy() for a in attentions]
     out = np.zeros((n, len(layers), layers[0].shape[1]))
@@ -43,7 +44,7 @@ def reference_nas(attentions, input_ids, pos_yes, pos_no, positions: str) -> np.
                 total = 0.0
                 for i in rows:
                     ay, an = a[r, h, i, ty], a[r, h, i, tn]
-                    total += (ay + an) * math.log((an + NAS_EPS) / (ay + NAS_EPS))
+                    total += (ay + an) * (math.log(max(an, NAS_EPS)) - math.log(max(ay, NAS_EPS)))
                 out[r, li, h] = total
     return out
 
@@ -76,19 +77,19 @@ def test_nas_from_pattern_matches_hand_computation():
     pattern = torch.zeros(1, 2, 4, 4)
     pattern[0, 0, 2] = torch.tensor([0.2, 0.6, 0.2, 0.0])
     pattern[0, 0, 3] = torch.tensor([0.5, 0.25, 0.0, 0.25])
-    pattern[0, 1, 2] = torch.tensor([0.0, 0.5, 0.5, 0.0])  # A_yes = 0: eps keeps it finite
+    pattern[0, 1, 2] = torch.tensor([0.0, 0.5, 0.5, 0.0])  # A_yes = 0 exactly: the floor keeps it finite
     pattern[0, 1, 3] = torch.tensor([0.3, 0.3, 0.2, 0.2])  # equal: contributes 0
     pattern[0, :, 0, 0] = 1.0  # rows 0 and 1 are outside the mask and must not count
     pattern[0, :, 1, :2] = torch.tensor([0.9, 0.1])
     mask = torch.tensor([[False, False, True, True]])
     got = nas_from_pattern(pattern, torch.tensor([0]), torch.tensor([1]), mask)
-    e = 1e-6
-    head0 = 0.8 * math.log((0.6 + e) / (0.2 + e)) + 0.75 * math.log((0.25 + e) / (0.5 + e))
-    head1 = 0.5 * math.log((0.5 + e) / e) + 0.0
+    head0 = 0.8 * math.log(0.6 / 0.2) + 0.75 * math.log(0.25 / 0.5)  # the paper's formula, no epsilon
+    head1 = 0.5 * (math.log(0.5) - math.log(NAS_EPS)) + 0.0  # only the exact zero is floored
+    assert NAS_EPS == pytest.approx(1.1754944e-38, rel=1e-6)  # the smallest normal float32
     assert got.shape == (1, 2)
-    assert got[0, 0].item() == pytest.approx(head0, abs=1e-5)  # 0.8 ln3 - 0.75 ln2 = 0.3590
-    assert got[0, 1].item() == pytest.approx(head1, abs=1e-4)  # 0.5 ln(500001) = 6.5617
-    assert head0 == pytest.approx(0.8 * math.log(3) - 0.75 * math.log(2), abs=1e-5)
+    assert got[0, 0].item() == pytest.approx(head0, rel=1e-6)  # 0.8 ln3 - 0.75 ln2 = 0.358985...
+    assert got[0, 0].item() == pytest.approx(0.8 * math.log(3) - 0.75 * math.log(2), abs=1e-6)
+    assert got[0, 1].item() == pytest.approx(head1, rel=1e-5)  # 0.5 (ln 0.5 + 87.336) = 43.32
     # swapping which key is "yes" negates the score
     swapped = nas_from_pattern(pattern, torch.tensor([1]), torch.tensor([0]), mask)
     assert swapped[0, 0].item() == pytest.approx(-head0, abs=1e-5)
