@@ -323,6 +323,7 @@ class DLAResult:
         logit_diff: ``[example]``, the model's ``logit(yes) - logit(no)`` at the answer position.
         ids, labels: example ids and gold labels (1 yes / 0 no / -1 unknown).
         format, model, dataset: names; kv_group: ``[head]`` key/value head of each query head.
+        nas: optional ``[example, layer, head]`` NAS from the same forward (positions ``nas_positions``).
     """
 
     heads: np.ndarray
@@ -336,6 +337,8 @@ class DLAResult:
     dataset: str = ""
     kv_group: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    nas: np.ndarray | None = None
+    nas_positions: str | None = None
 
     def __post_init__(self) -> None:
         self.heads = np.asarray(self.heads, dtype=np.float64)
@@ -352,6 +355,10 @@ class DLAResult:
         if not (len(self.logit_diff) == len(self.ids) == len(self.labels) == n):
             raise ValueError(f"{n} rows of heads but {len(self.logit_diff)} logit diffs, {len(self.ids)} ids, {len(self.labels)} labels")
         self.kv_group = np.arange(self.n_heads) if self.kv_group is None else np.asarray(self.kv_group, dtype=np.int64)
+        if self.nas is not None:
+            self.nas = np.asarray(self.nas, dtype=np.float64)
+            if self.nas.shape != self.heads.shape[:3]:
+                raise ValueError(f"nas has shape {self.nas.shape}, expected {self.heads.shape[:3]}")
 
     # ------------------------------------------------------------------ shape and summaries
 
@@ -455,10 +462,12 @@ class DLAResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / SCORES_FILE) as tmp, open(tmp, "wb") as f:
+            extra = {} if self.nas is None else {"nas": self.nas}
             np.savez_compressed(f, heads=self.heads, components=self.components, logit_diff=self.logit_diff,
-                                labels=self.labels, kv_group=self.kv_group)
+                                labels=self.labels, kv_group=self.kv_group, **extra)
         write_json(out / META_FILE, {"ids": self.ids, "component_names": self.component_names, "format": self.format,
-                                     "model": self.model, "dataset": self.dataset, "meta": self.meta})
+                                     "model": self.model, "dataset": self.dataset, "meta": self.meta,
+                                     "nas_positions": self.nas_positions})
         return out
 
     @classmethod
@@ -471,7 +480,8 @@ class DLAResult:
         with np.load(out / SCORES_FILE) as z:
             a = {k: z[k] for k in z.files}
         return cls(a["heads"], a["components"], meta["component_names"], a["logit_diff"], meta["ids"], a["labels"],
-                   meta.get("format", ""), meta.get("model", ""), meta.get("dataset", ""), a["kv_group"], meta.get("meta") or {})
+                   meta.get("format", ""), meta.get("model", ""), meta.get("dataset", ""), a["kv_group"], meta.get("meta") or {},
+                   a.get("nas"), meta.get("nas_positions"))
 
 
 # ============================================================================================ the scan
@@ -494,12 +504,16 @@ def scan_dla(
     batch_size: int = 16,
     progress: bool = True,
     hooks: Sequence[tuple[Any, Callable[..., Any]]] = (),
+    nas_positions: str | None = None,
 ) -> DLAResult:
     """DLA of every head (split by source) and every component on every example of ``dataset``.
 
     One no-grad forward per batch (:func:`dla_for_batch`); a prompt without a candidate raises the prompt
     module's ``PromptError``. ``hooks``: an intervention to run under (scoped to each forward).
+    ``nas_positions`` (``"after"`` / ``"last"``): also compute NAS in the same forwards (``result.nas``).
     """
+    from nasa_lens.nas import _stack_layers, nas_hooks
+
     fmt = fmt or PromptFormat()
     examples = list(dataset)
     if not examples:
@@ -510,9 +524,14 @@ def scan_dla(
     diff = np.full(n, np.nan)
     labels = np.full(n, -1, dtype=np.int64)
     comps: dict[str, np.ndarray] = {}
+    nas = np.full((n, L, H), np.nan) if nas_positions else None
     bar = tqdm(total=n, desc=f"DLA {fmt.label}", disable=not progress, leave=False)
     for idx, batch in iter_batches(model, examples, fmt, batch_size):
-        h, c, d = dla_for_batch(model, batch.to(model.device), hooks=hooks)
+        batch = batch.to(model.device)
+        extra, store = nas_hooks(batch, positions=nas_positions) if nas_positions else ([], {})
+        h, c, d = dla_for_batch(model, batch, hooks=[*hooks, *extra])
+        if nas is not None:
+            nas[idx] = _stack_layers(store, range(L)).cpu().double().numpy()
         heads[idx] = h.cpu().numpy()
         diff[idx] = d.cpu().numpy()
         labels[idx] = batch.labels.cpu().numpy()
@@ -532,6 +551,8 @@ def scan_dla(
         model=getattr(model, "name", ""),
         dataset=str(getattr(dataset, "name", "")),
         kv_group=np.array([model.kv_group(h) for h in range(H)]),
+        nas=nas,
+        nas_positions=nas_positions,
     )
 
 

@@ -220,3 +220,65 @@ def test_smollm2_sum_and_hugging_face_cross_check(smol):
     assert np.abs(no).max() > 1e-2
     np.testing.assert_allclose(heads[:, 18, 4].sum(-1).numpy(), total, atol=1e-4)
     np.testing.assert_allclose(heads[:, 18, 4, 1].numpy(), no, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def _jsonl(tmp_path):
+    from nasa_lens.datasets import Example, write_jsonl
+
+    path = tmp_path / "q.jsonl"
+    write_jsonl(path, [Example(q.question, q.label, q.id) for q in QUESTIONS])
+    return path
+
+
+def test_cli_dla_writes_the_tables_and_figures(tmp_path, capsys):
+    from nasa_lens.cli import main
+
+    out = tmp_path / "dla"
+    assert main(["dla", "--model", "tiny-random", "--data", str(_jsonl(tmp_path)), "--limit", "4", "--no-png", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "dla.csv")
+    assert list(table.columns) == ["layer", "head", "dla_mean", "dla_stderr", "via_yes", "via_no", "via_other", "n"]
+    assert len(table) == 8 and (table.n == 4).all()
+    np.testing.assert_allclose(table.dla_mean, table.via_yes + table.via_no + table.via_other, atol=1e-9)
+    comps = pd.read_csv(out / "components.csv").set_index("component")
+    assert abs(comps.loc["residual", "dla_mean"]) < 1e-4
+    total = comps.loc[["embed", "mlp0", "mlp1", "heads"], "dla_mean"].sum()
+    assert total == pytest.approx(comps.loc["logit_diff", "dla_mean"], abs=1e-4)
+    assert {"copy_no", "copy_yes", "copying"} <= set(pd.read_csv(out / "copying.csv").columns)
+    for fig in ("dla_via_no_heatmap", "dla_nas_vs_via_no", "dla_split_bars"):
+        assert (out / f"{fig}.html").is_file()
+    back = DLAResult.load(out)
+    assert back.nas is not None and back.nas.shape == (4, 2, 4) and back.nas_positions == "after"
+    assert "DLA of tiny-random" in capsys.readouterr().out
+
+
+def test_cli_dla_limit_zero_is_an_error(tmp_path, capsys):
+    from nasa_lens.cli import main
+    from nasa_lens.jobs_dla import DLAConfig
+    from nasa_lens.vocab import NasaLensError
+
+    assert main(["dla", "--model", "tiny-random", "--data", "arithmetic", "--limit", "0", "--out", str(tmp_path / "o")]) == 2
+    assert "--limit must be > 0" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(NasaLensError, match="limit must be > 0"):
+        DLAConfig(data="arithmetic", limit=0)
+    with pytest.raises(NasaLensError, match="unknown format"):
+        DLAConfig(data="arithmetic", format="maybe")
+
+
+def test_cli_paths(tmp_path, capsys):
+    from nasa_lens.cli import main
+    from nasa_lens.path_patching import PathPatchingResult
+
+    out = tmp_path / "paths"
+    argv = ["paths", "--model", "tiny-random", "--data", str(_jsonl(tmp_path)), "--limit", "3", "--senders", "0.1",
+            "--receivers", "1.2,1.3", "--via", "q,v", "--no-png", "--out", str(out)]
+    assert main(argv) == 0
+    res = PathPatchingResult.load(out)
+    assert res.senders == [(0, 1)] and res.receivers == [(1, 2), (1, 3)] and res.vias == ["q", "v"] and res.n == 3
+    frame = pd.read_csv(out / "paths.csv")
+    assert len(frame) == 2 * 2 + 1 and (out / "paths_heatmap_q.html").is_file()
+    assert main([*argv[:-2], "--via", "x", "--out", str(tmp_path / "bad")]) == 2
+    assert "--via must list" in capsys.readouterr().err
