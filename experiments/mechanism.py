@@ -42,7 +42,8 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 def per_example_scores(scores_dir: Path) -> dict[str, np.ndarray]:
     """Per-example ``[example, layer, head]`` arrays of each oriented score (high = predicted positive effect)."""
     from nasa_lens import causal
-    from nasa_lens.dla import CopyingResult, DLAResult
+    from nasa_lens.copying import CopyingResult
+    from nasa_lens.dla import DLAResult
     from nasa_lens.nas import NASResult
 
     after, last = NASResult.load(scores_dir / "nas_after"), NASResult.load(scores_dir / "nas_last")
@@ -105,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     from nasa_lens import causal
     from nasa_lens.datasets import load_dataset
-    from nasa_lens.dla import DLAResult, _component_order, dla_for_batch, ov_copying
+    from nasa_lens.copying import ov_copying
+    from nasa_lens.dla import DLAResult, _component_order, dla_for_batch
     from nasa_lens.models import load_model
     from nasa_lens.nas import NASResult, _stack_layers, nas_hooks
     from nasa_lens.prompts import iter_batches

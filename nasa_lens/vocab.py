@@ -83,6 +83,13 @@ HISTORY_FILE = "history.csv"
 CHECKPOINT_FILE = "checkpoint.pt"
 PATCHING_FILE = "patching.csv"
 PATCHING_HEATMAP_FILE = "patching_heatmap"  # + .html / .png
+DLA_TABLE_FILE = "dla.csv"
+DLA_COMPONENTS_FILE = "components.csv"
+DLA_SCORES_FILE = "dla_scores.npz"
+DLA_META_FILE = "dla_scores.json"
+COPYING_FILE = "copying.csv"
+PATHS_FILE = "paths"  # + .csv / .npz / .json
+VIAS = ("q", "k", "v")  # the receiver inputs of path patching
 
 # ------------------------------------------------------------------------------------------------ colours
 

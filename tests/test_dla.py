@@ -8,7 +8,8 @@ import pytest
 import torch
 from conftest import QUESTIONS
 
-from nasa_lens.dla import DLAResult, SOURCES, dla_direction, dla_for_batch, ov_copying, scan_dla
+from nasa_lens.copying import ov_copying
+from nasa_lens.dla import SOURCES, DLAResult, dla_direction, dla_for_batch, scan_dla
 from nasa_lens.prompts import PromptError, PromptFormat, build_batch
 
 # ------------------------------------------------------------------------------------------ reference
@@ -256,21 +257,24 @@ def test_cli_dla_writes_the_tables_and_figures(tmp_path, capsys):
 
 def test_cli_dla_limit_zero_is_an_error(tmp_path, capsys):
     from nasa_lens.cli import main
-    from nasa_lens.jobs_dla import DLAConfig
+    from nasa_lens.jobs.common import DataSpec
+    from nasa_lens.jobs.dla import DLAConfig, PathsConfig
     from nasa_lens.vocab import NasaLensError
 
     assert main(["dla", "--model", "tiny-random", "--data", "arithmetic", "--limit", "0", "--out", str(tmp_path / "o")]) == 2
-    assert "--limit must be > 0" in capsys.readouterr().err
+    assert "limit must be > 0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     with pytest.raises(NasaLensError, match="limit must be > 0"):
-        DLAConfig(data="arithmetic", limit=0)
-    with pytest.raises(NasaLensError, match="unknown format"):
-        DLAConfig(data="arithmetic", format="maybe")
+        DataSpec(data="arithmetic", limit=0)
+    with pytest.raises(NasaLensError, match="format must be one of"):
+        DLAConfig(format="maybe")
+    with pytest.raises(NasaLensError, match="via must list"):
+        PathsConfig(via="q,x")
 
 
 def test_cli_paths(tmp_path, capsys):
     from nasa_lens.cli import main
-    from nasa_lens.path_patching import PathPatchingResult
+    from nasa_lens.causal.paths import PathPatchingResult
 
     out = tmp_path / "paths"
     argv = ["paths", "--model", "tiny-random", "--data", str(_jsonl(tmp_path)), "--limit", "3", "--senders", "0.1",
@@ -281,4 +285,4 @@ def test_cli_paths(tmp_path, capsys):
     frame = pd.read_csv(out / "paths.csv")
     assert len(frame) == 2 * 2 + 1 and (out / "paths_heatmap_q.html").is_file()
     assert main([*argv[:-2], "--via", "x", "--out", str(tmp_path / "bad")]) == 2
-    assert "--via must list" in capsys.readouterr().err
+    assert "via must list" in capsys.readouterr().err

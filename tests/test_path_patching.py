@@ -9,7 +9,7 @@ import torch
 from conftest import QUESTIONS
 
 from nasa_lens.causal import CausalError, PairSet, patch_head_outputs, swap_pairs
-from nasa_lens.path_patching import PathPatchingResult, _path_hooks, all_paths_forward, path_patch, sender_delta
+from nasa_lens.causal.paths import PathPatchingResult, _path_hooks, all_paths_forward, path_patch, sender_delta
 from nasa_lens.prompts import build_batch
 
 

@@ -15,6 +15,8 @@ reports effect sizes with confidence intervals and p-values, as tidy long-format
 * :func:`patch_heads` (CLI ``nasa-lens patch``): activation patching on counterfactual pairs (candidate order
   swapped, or gold answer flipped), per head, on the head output ``z`` or its attention pattern, normalised
   like TransformerLens: ``(patched - corrupted) / (clean - corrupted)`` of the mean logit difference.
+* :func:`path_patch` (CLI ``nasa-lens paths``, :mod:`nasa_lens.causal.paths`): path patching, a sender head's
+  effect through one receiver head's query, key or value input, or directly, on the same pairs.
 
 Layout follows TransformerLens ``patching.py``: generic runners (:class:`_BatchRunner`,
 :func:`generic_head_patch`), thin named specialisations, result dataclasses with ``to_dataframe()`` (long
@@ -45,6 +47,7 @@ _LAZY = {
               "nas_effect_table", "rank_correlation"),
     "patching": ("PairSet", "PatchingResult", "swap_pairs", "label_pairs", "generic_head_patch", "patch_head_outputs",
                  "patch_head_patterns", "patch_heads"),
+    "paths": ("PathPatchingResult", "path_patch"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 

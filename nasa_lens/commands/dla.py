@@ -1,12 +1,14 @@
 """``nasa-lens dla`` (direct logit attribution per head, split by the source token it reads) and
 ``nasa-lens paths`` (path patching: sender head -> receiver head's q/k/v, or directly). Thin: each handler
-builds a validated config from its flags and calls one job (``nasa_lens.jobs_dla``)."""
+builds its configs from the flags and calls one job of :mod:`nasa_lens.jobs.dla`."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from nasa_lens.commands.common import add_adapter_arg, add_data_args, add_model_args, apply_adapter_from_args
+from nasa_lens.commands.common import add_data_args, add_model_args, add_out_arg, data_spec, model_spec
+from nasa_lens.commands.flags import add_config_flags, config_from_args
+from nasa_lens.jobs.dla import DLAConfig, PathsConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,11 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_data_args(p)
-    add_adapter_arg(p)
-    p.add_argument("--nas-positions", choices=["after", "last"], default="after", help="NAS computed in the same forwards")
-    p.add_argument("--top", type=int, default=10, help="heads printed and drawn (default 10)")
-    p.add_argument("--no-png", action="store_true", help="write the figures as HTML only")
-    p.add_argument("--out", required=True, help="output folder")
+    add_config_flags(p, DLAConfig, rename={"top_k": "top"})
+    add_out_arg(p, "output folder")
     p.set_defaults(func=_dla)
 
     p = sub.add_parser(
@@ -35,32 +34,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_args(p)
     add_data_args(p)
-    add_adapter_arg(p)
-    p.add_argument("--senders", default="top:4", help="L.H,L.H or top:K (most negative DLA via_no); default top:4")
-    p.add_argument("--receivers", default=None, help="L.H,L.H or top:K; default every head after the first sender")
-    p.add_argument("--via", default="q,k,v", help="receiver inputs, any of q,k,v (default all)")
-    p.add_argument("--no-direct", action="store_true", help="skip the senders' direct paths to the logits")
-    p.add_argument("--pairs", choices=["swap", "label"], default="swap", help="counterfactual pairs (default swap)")
-    p.add_argument("--max-pairs", type=int, default=None, help="use at most N pairs")
-    p.add_argument("--no-png", action="store_true", help="write the figures as HTML only")
-    p.add_argument("--out", required=True, help="output folder")
+    add_config_flags(p, PathsConfig)
+    add_out_arg(p, "output folder")
     p.set_defaults(func=_paths)
 
 
-def _common(args: argparse.Namespace) -> dict:
-    return dict(data=args.data, model=args.model, limit=args.limit, seed=args.seed, split=args.split, format=args.format,
-                batch_size=args.batch_size, adapter=args.adapter, device=args.device, device_map=args.device_map,
-                png=not args.no_png)
-
-
 def _dla(args: argparse.Namespace) -> int:
-    from nasa_lens.commands.common import load_data_from_args, load_model_from_args
-    from nasa_lens.jobs_dla import DLAConfig, run_dla
+    from nasa_lens.jobs.dla import run_dla
 
-    cfg = DLAConfig(**_common(args), nas_positions=args.nas_positions, top_k=args.top)  # validated before loading
-    model = load_model_from_args(args)
-    apply_adapter_from_args(model, args)
-    result = run_dla(cfg, Path(args.out), model=model, dataset=load_data_from_args(args))
+    cfg = config_from_args(DLAConfig, args)  # validated (with the model and data specs) before loading
+    model, data = model_spec(args), data_spec(args)
+    result = run_dla(cfg, Path(args.out), model=model, data=data)
     table = result.table().sort_values("via_no").head(min(cfg.top_k, result.n_layers * result.n_heads))
     print(result.summary(k=cfg.top_k))
     print(table.to_string(index=False, float_format=lambda x: f"{x:+.4f}"))
@@ -69,14 +53,11 @@ def _dla(args: argparse.Namespace) -> int:
 
 
 def _paths(args: argparse.Namespace) -> int:
-    from nasa_lens.commands.common import load_data_from_args, load_model_from_args
-    from nasa_lens.jobs_dla import PathsConfig, run_paths
+    from nasa_lens.jobs.dla import run_paths
 
-    cfg = PathsConfig(**_common(args), senders=args.senders, receivers=args.receivers, via=args.via,
-                      direct=not args.no_direct, pairs=args.pairs, max_pairs=args.max_pairs)
-    model = load_model_from_args(args)
-    apply_adapter_from_args(model, args)
-    result = run_paths(cfg, Path(args.out), model=model, dataset=load_data_from_args(args))
+    cfg = config_from_args(PathsConfig, args)
+    model, data = model_spec(args), data_spec(args)
+    result = run_paths(cfg, Path(args.out), model=model, data=data)
     frame = result.to_dataframe().sort_values("normalized", key=abs, ascending=False).head(10)
     print(f"path patching, {result.kind} pairs (n={result.n}), gap {result.gap:+.3f}, {result.seconds:.0f} s")
     print(frame[["sender", "receiver", "via", "normalized", "ci_low", "ci_high"]].to_string(index=False, float_format=lambda x: f"{x:+.3f}"))

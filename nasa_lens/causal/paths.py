@@ -1,7 +1,7 @@
 """Path patching: the effect of a sender head on the answer *through* one receiver head's query, key or value
 input, or directly, on counterfactual pairs.
 
-Pairs are the activation-patching pairs of :mod:`nasa_lens.causal` (``swap_pairs``: candidates in the other
+Pairs are the activation-patching pairs of :mod:`nasa_lens.causal.patching` (``swap_pairs``: candidates in the other
 order; ``label_pairs``: questions with the other gold answer). The base run is the *corrupted* prompt; the
 sender ``s = (l_s, h_s)`` contributes ``delta_s = (z_s^clean - z_s^corrupted) W_O,h_s`` to the residual
 stream at every position (its clean output minus its corrupted one). A path forward adds ``delta_s`` to the
@@ -43,11 +43,14 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from nasa_lens.causal import CausalError, PairSet, _BatchRunner, _quantiles
+from nasa_lens.causal.config import CausalError
+from nasa_lens.causal.patching import PairSet
+from nasa_lens.causal.runner import _BatchRunner, _quantiles
 from nasa_lens.heads import Head, format_head, parse_head
 from nasa_lens.interventions import check_heads, z_hook_name
 from nasa_lens.io import atomic_path, read_json, write_json
 from nasa_lens.prompts import build_batch
+from nasa_lens.vocab import PATHS_FILE, VIAS
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
@@ -56,8 +59,6 @@ __all__ = ["VIAS", "PathPatchingResult", "path_patch", "sender_delta"]
 
 logger = logging.getLogger(__name__)
 
-VIAS: tuple[str, ...] = ("q", "k", "v")
-PATHS_FILE = "paths"  # + .csv / .npz / .json
 
 Target = tuple[str, int, int]  # ("q"|"k"|"v", layer, head or kv head), ("mlp", layer, -1), ("direct", -1, -1)
 

@@ -15,7 +15,7 @@ from nasa_lens.heads import format_head, ranked_heads
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.dla import DLAResult
-    from nasa_lens.path_patching import PathPatchingResult
+    from nasa_lens.causal.paths import PathPatchingResult
 
 __all__ = ["via_no_heatmap", "nas_vs_via_no", "split_bars", "path_heatmap"]
 

@@ -1,0 +1,148 @@
+"""The mechanism jobs: ``nasa-lens dla`` and ``nasa-lens paths`` (load -> run -> write -> draw).
+
+* :func:`run_dla` writes ``dla.csv`` (``layer,head,dla_mean,dla_stderr,via_yes,via_no,via_other,n``),
+  ``components.csv`` (embedding, MLPs, biases, the heads' sum, the residual and the logit difference),
+  ``copying.csv`` (OV copying score, weights only), ``dla_scores.npz/.json`` (per example, with NAS from the
+  same forwards) and the figures ``dla_via_no_heatmap``, ``dla_nas_vs_via_no``, ``dla_split_bars``.
+* :func:`run_paths` writes ``paths.csv/.npz/.json`` and one ``paths_heatmap_<via>`` figure per input.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nasa_lens.jobs.common import DataSpec, ModelSpec
+from nasa_lens.vocab import DLA_COMPONENTS_FILE, DLA_TABLE_FILE, FORMATS, POSITIONS, VIAS, InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from nasa_lens.causal.paths import PathPatchingResult
+    from nasa_lens.dla import DLAResult
+
+__all__ = ["DLAConfig", "PathsConfig", "run_dla", "run_paths"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DLAConfig:
+    """One DLA run (``nasa-lens dla``); the model and data come from :class:`ModelSpec` / :class:`DataSpec`."""
+
+    format: str = field(default="yes-no", metadata={"help": "prompt format", "choices": FORMATS})
+    batch_size: int = field(default=16, metadata={"help": "examples per forward"})
+    nas_positions: str = field(default="after", metadata={"help": "NAS computed in the same forwards", "choices": POSITIONS})
+    top_k: int = field(default=10, metadata={"help": "heads printed and drawn in the bar chart"})
+    png: bool = field(default=True, metadata={"help": "also write the figures as PNG (needs a Chromium)"})
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise InputError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.nas_positions not in POSITIONS:
+            raise InputError(f"nas_positions must be one of {list(POSITIONS)}, got {self.nas_positions!r}")
+        if self.top_k < 1:
+            raise InputError(f"top_k must be >= 1, got {self.top_k}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_dla(cfg: DLAConfig, out_dir: str | Path, *, model: ModelSpec | Any, data: DataSpec | Any, progress: bool = True) -> DLAResult:
+    """Run DLA (with NAS from the same forwards) and the OV copying score; write the files and figures."""
+    from nasa_lens.copying import ov_copying
+    from nasa_lens.dla import scan_dla
+    from nasa_lens.io import atomic_path
+    from nasa_lens.plots import save_figure
+    from nasa_lens.plots.dla import nas_vs_via_no, split_bars, via_no_heatmap
+    from nasa_lens.prompts import PromptFormat
+
+    model = model.load() if isinstance(model, ModelSpec) else model
+    data = data.load() if isinstance(data, DataSpec) else data
+    fmt = PromptFormat.named(cfg.format)
+    result = scan_dla(model, data, fmt, batch_size=cfg.batch_size, progress=progress, nas_positions=cfg.nas_positions)
+    result.meta["config"] = cfg.to_dict()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / DLA_TABLE_FILE) as tmp:
+        result.table().to_csv(tmp, index=False)
+    with atomic_path(out / DLA_COMPONENTS_FILE) as tmp:
+        result.component_table().to_csv(tmp, index=False)
+    result.save(out)
+    ov_copying(model, fmt).save(out)
+    save_figure(via_no_heatmap(result), out / "dla_via_no_heatmap", png=cfg.png)
+    save_figure(nas_vs_via_no(result.nas.mean(0), result), out / "dla_nas_vs_via_no", png=cfg.png)
+    save_figure(split_bars(result, k=min(cfg.top_k, result.n_layers * result.n_heads)), out / "dla_split_bars", png=cfg.png)
+    logger.info("wrote %s, %s and figures to %s", DLA_TABLE_FILE, DLA_COMPONENTS_FILE, out)
+    return result
+
+
+@dataclass
+class PathsConfig:
+    """One path-patching run (``nasa-lens paths``); the model and data come from the specs."""
+
+    senders: str = field(default="top:4", metadata={"help": "L.H,L.H or top:K (most negative DLA via_no on the clean prompts)"})
+    receivers: str | None = field(default=None, metadata={"help": "L.H,L.H or top:K; default every head after the first sender"})
+    via: str = field(default="q,k,v", metadata={"help": "receiver inputs: any of q,k,v"})
+    direct: bool = field(default=True, metadata={"help": "also the senders' direct paths to the logits"})
+    pairs: str = field(default="swap", metadata={"help": "counterfactual pairs: swap (candidate order) or label (gold answer)",
+                                                 "choices": ("swap", "label")})
+    max_pairs: int | None = field(default=None, metadata={"help": "use at most N pairs"})
+    format: str = field(default="yes-no", metadata={"help": "prompt format", "choices": FORMATS})
+    batch_size: int = field(default=16, metadata={"help": "examples per forward"})
+    png: bool = field(default=True, metadata={"help": "also write the figures as PNG (needs a Chromium)"})
+
+    def __post_init__(self) -> None:
+        vias = self.vias
+        if not vias or any(v not in VIAS for v in vias):
+            raise InputError(f"via must list some of {list(VIAS)}, got {self.via!r}")
+        if self.pairs not in ("swap", "label"):
+            raise InputError(f"unknown pairs {self.pairs!r}; choose 'swap' or 'label'")
+        if self.max_pairs is not None and self.max_pairs < 1:
+            raise InputError(f"max_pairs must be >= 1, got {self.max_pairs}")
+        if self.format not in FORMATS:
+            raise InputError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
+
+    @property
+    def vias(self) -> list[str]:
+        return [v.strip() for v in str(self.via).split(",") if v.strip()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_paths(cfg: PathsConfig, out_dir: str | Path, *, model: ModelSpec | Any, data: DataSpec | Any,
+              progress: bool = True) -> PathPatchingResult:
+    """Build the pairs, pick senders/receivers, run :func:`nasa_lens.causal.paths.path_patch`, write files."""
+    from nasa_lens.causal.patching import PairSet, label_pairs, swap_pairs
+    from nasa_lens.causal.paths import path_patch
+    from nasa_lens.dla import scan_dla
+    from nasa_lens.heads import parse_heads
+    from nasa_lens.plots import save_figure
+    from nasa_lens.plots.dla import path_heatmap
+    from nasa_lens.prompts import PromptFormat
+
+    model = model.load() if isinstance(model, ModelSpec) else model
+    data = data.load() if isinstance(data, DataSpec) else data
+    fmt = PromptFormat.named(cfg.format)
+    examples = list(data)
+    pairs = swap_pairs(examples, fmt) if cfg.pairs == "swap" else label_pairs(model, examples, fmt)
+    if cfg.max_pairs is not None and len(pairs) > cfg.max_pairs:
+        pairs = PairSet(pairs.clean[: cfg.max_pairs], pairs.corrupted[: cfg.max_pairs], pairs.clean_fmt, pairs.corrupted_fmt, pairs.kind)
+    ranking = None
+    if any(str(spec).startswith(("top:", "bottom:")) for spec in (cfg.senders, cfg.receivers) if spec):
+        ranking = -scan_dla(model, pairs.clean, pairs.clean_fmt, batch_size=cfg.batch_size, progress=False).mean("via_no")
+    L, H = model.n_layers, model.n_heads
+    senders = parse_heads(cfg.senders, L, H, ranking)
+    receivers = parse_heads(cfg.receivers, L, H, ranking) if cfg.receivers else None
+    result = path_patch(model, pairs, senders, receivers, vias=cfg.vias, direct=cfg.direct, batch_size=cfg.batch_size,
+                        progress=progress)
+    result.dataset = str(getattr(data, "name", ""))
+    out = Path(out_dir)
+    result.save(out)
+    for via in cfg.vias:
+        save_figure(path_heatmap(result, via), out / f"paths_heatmap_{via}", png=cfg.png)
+    return result
