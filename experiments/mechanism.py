@@ -14,6 +14,9 @@
    heads), beside the same curve for top-k NAS.
 5. With ``--adapter``: DLA of the adapted model on the same 200 questions; the trained heads' ``via_no``
    before and after.
+6. **Path patching** (stage ``paths``): senders = the heads with the most negative ``via_no``, receivers = the
+   later heads with the largest ``|DLA|``, on ``--n-pairs`` swap pairs of test questions.
+7. With ``--figures DIR``: the via_no heatmap, NAS vs via_no, the split bars and the path heatmaps.
 
 Every stage caches its result under ``--out`` (rerun to reuse). Run under ``nice``:
 ``python experiments/mechanism.py [--n-scores 200] [--n-sweep 32] [--n-curve 64] [--adapter PATH]``
@@ -92,9 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="head counts of the curves")
     ap.add_argument("--seeds", type=int, default=3, help="random head sets per k in the curves")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--n-pairs", type=int, default=16, help="swap pairs (test questions) for path patching")
+    ap.add_argument("--n-senders", type=int, default=3, help="path patching: senders = most negative via_no heads")
+    ap.add_argument("--n-receivers", type=int, default=12, help="receivers = later heads with the largest |DLA|")
     ap.add_argument("--adapter", default=None, help="a NASA adapter: compare the trained heads' via_no")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--stages", nargs="+", default=["scores", "sweep", "compare", "curve", "adapter"])
+    ap.add_argument("--stages", nargs="+", default=["scores", "sweep", "compare", "curve", "adapter", "paths"])
     ap.add_argument("--out", default="results/mechanism")
     ap.add_argument("--figures", default=None, help="also write the figures here")
     args = ap.parse_args(argv)
@@ -215,6 +221,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== NASA adapter {args.adapter}: trained heads' via_no, base vs adapted ({after.n} train questions)")
         print(frame.to_string(index=False, float_format=lambda x: f"{x:+.4f}"))
         print(f"mean logit diff base {dla.logit_diff.mean():+.3f}, adapted {after.logit_diff.mean():+.3f}")
+    # ---------------------------------------------------------------- 6. path patching
+    if "paths" in args.stages:
+        from nasa_lens.causal.paths import PathPatchingResult, path_patch
+        from nasa_lens.heads import format_head, ranked_heads
+
+        folder = out / f"paths_n{args.n_pairs}"
+        if (folder / "paths.npz").is_file():
+            paths = PathPatchingResult.load(folder)
+        else:
+            senders = dla.top_heads(args.n_senders, by="via_no")
+            first = min(layer for layer, _ in senders)
+            later = [h for h in ranked_heads(np.abs(dla.mean("total"))) if h[0] > first]
+            receivers = sorted(later[: args.n_receivers])
+            pairs = causal.swap_pairs(list(load_dataset(args.data, split="test", limit=args.n_pairs, seed=0)))
+            paths = path_patch(model, pairs, senders, receivers, batch_size=args.batch_size, progress=False)
+            paths.save(folder)
+        frame = paths.to_dataframe()
+        print(f"\n== path patching, {paths.kind} pairs (n={paths.n}), clean {paths.clean.mean():+.3f}, corrupted "
+              f"{paths.corrupted.mean():+.3f}, {paths.seconds:.0f} s; senders {[format_head(h) for h in paths.senders]}")
+        print(frame.reindex(frame.normalized.abs().sort_values(ascending=False).index).head(12)[
+            ["sender", "receiver", "via", "normalized", "ci_low", "ci_high"]].to_string(index=False, float_format=lambda x: f"{x:+.3f}"))
+
+    # ---------------------------------------------------------------- 7. figures
+    if args.figures:
+        from nasa_lens.plots import save_figure
+        from nasa_lens.plots.dla import nas_vs_via_no, path_heatmap, split_bars, via_no_heatmap
+
+        fig_dir = Path(args.figures)
+        tag = f"{args.data}{dla.n}"
+        nas_after = NASResult.load(scores_dir / "nas_after").mean
+        save_figure(via_no_heatmap(dla), fig_dir / f"dla_via_no_{tag}", include_plotlyjs="directory")
+        save_figure(nas_vs_via_no(nas_after, dla), fig_dir / f"dla_nas_vs_via_no_{tag}", include_plotlyjs="directory")
+        save_figure(split_bars(dla, k=12), fig_dir / f"dla_split_bars_{tag}", include_plotlyjs="directory")
+        paths_dir = out / f"paths_n{args.n_pairs}"
+        if (paths_dir / "paths.npz").is_file():
+            from nasa_lens.causal.paths import PathPatchingResult
+
+            paths = PathPatchingResult.load(paths_dir)
+            for via in ("q", "v"):
+                save_figure(path_heatmap(paths, via), fig_dir / f"paths_{via}_{args.data}{paths.n}", include_plotlyjs="directory")
     (out / "args.json").write_text(json.dumps(vars(args), indent=2))
     return 0
 
