@@ -63,12 +63,19 @@ def per_example_scores(scores_dir: Path) -> dict[str, np.ndarray]:
     }
 
 
-def compare(scores: dict[str, np.ndarray], exact: np.ndarray, *, n_boot: int = 1000, seed: int = 0, top: int = 16) -> list[dict]:
-    """Spearman of each score's per-head mean with the exact effect, with a bootstrap CI over questions."""
+def compare(scores: dict[str, np.ndarray], exact: np.ndarray | tuple[np.ndarray, np.ndarray, int], *, n_boot: int = 1000,
+            seed: int = 0, top: int = 16) -> list[dict]:
+    """Spearman of each score's per-head mean with the exact effect, with a 95% bootstrap CI.
+
+    ``exact``: per-example effects ``[example, layer, head]`` (both samples' questions are resampled), or
+    ``(mean, stderr, n)`` per head when only the summary is available (the score's questions are resampled and
+    each head's effect is drawn from ``N(mean, stderr^2)``, independently per head)."""
     from nasa_lens.heads import ranked_heads
 
     rng = np.random.default_rng(seed)
-    eff = exact.mean(0)
+    per_example = not isinstance(exact, tuple)
+    eff = exact.mean(0) if per_example else exact[0]
+    n_exact = len(exact) if per_example else exact[2]
     top_exact = set(ranked_heads(eff)[:top])
     rows = []
     for name, s in scores.items():
@@ -76,13 +83,33 @@ def compare(scores: dict[str, np.ndarray], exact: np.ndarray, *, n_boot: int = 1
         boots = []
         for _ in range(n_boot):
             i = rng.integers(0, len(s), len(s))
-            j = rng.integers(0, len(exact), len(exact))
-            boots.append(_spearman(s[i].mean(0), exact[j].mean(0)))
+            if per_example:
+                e = exact[rng.integers(0, n_exact, n_exact)].mean(0)
+            else:
+                e = exact[0] + exact[1] * rng.standard_normal(exact[0].shape)
+            boots.append(_spearman(s[i].mean(0), e))
         lo, hi = np.quantile(boots, [0.025, 0.975])
         overlap = len(set(ranked_heads(s.mean(0))[:top]) & top_exact)
         rows.append({"score": name, "spearman": rho, "ci_low": float(lo), "ci_high": float(hi),
-                     f"top{top}_overlap": overlap, "n_score": len(s), "n_exact": len(exact)})
+                     f"top{top}_overlap": overlap, "n_score": len(s), "n_exact": n_exact})
     return rows
+
+
+def effects_from_figure(path: str | Path, n_layers: int, n_heads: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """``(effect, stderr, n)`` per head from the hover text of an effect heatmap written by
+    ``nasa_lens.plots.causal.effect_heatmap`` ("head L.H<br>effect X<br>stderr Y<br>n N")."""
+    import re
+
+    text = Path(path).read_text(encoding="utf-8").replace("\\u003cbr\\u003e", "<br>")
+    found = re.findall(r"head (\d+)\.(\d+)<br>effect ([-+0-9.e]+)<br>stderr ([-+0-9.e]+)<br>n (\d+)", text)
+    mean, se = np.full((n_layers, n_heads), np.nan), np.full((n_layers, n_heads), np.nan)
+    ns = set()
+    for layer, head, e, s_, n in found:
+        mean[int(layer), int(head)], se[int(layer), int(head)] = float(e), float(s_)
+        ns.add(int(n))
+    if np.isnan(mean).any() or len(ns) != 1:
+        raise SystemExit(f"{path}: expected one effect per head ({n_layers} x {n_heads}) with one n, found {len(found)}")
+    return mean, se, ns.pop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +117,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--data", default="strategyqa")
     ap.add_argument("--n-scores", type=int, default=200, help="train questions the scores are computed on")
+    ap.add_argument("--n-attr", type=int, default=200, help="train questions for attribution patching (default: n-scores)")
     ap.add_argument("--n-sweep", type=int, default=32, help="test questions of the exact single-head sweep")
+    ap.add_argument("--exact-from-figure", default=None,
+                    help="skip the sweep: read each head's exact effect, stderr and n from the hover text of a committed "
+                         "effect heatmap (figures/effect_sweep_exact_n16.html, written by experiments/causal_strategyqa.py)")
     ap.add_argument("--n-curve", type=int, default=64, help="test questions of the top-k ablation curves")
     ap.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="head counts of the curves")
     ap.add_argument("--seeds", type=int, default=3, help="random head sets per k in the curves")
@@ -128,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     pd.set_option("display.width", 200)
 
     # ---------------------------------------------------------------- 1. scores
-    if "scores" in args.stages and not (scores_dir / "dla" / "dla_scores.json").is_file():
+    if "scores" in args.stages and not (scores_dir / "dla" / "dla_scores.json").is_file():  # NAS (both modes) + DLA
         t0 = time.perf_counter()
         ex = list(train)
         n = len(ex)
@@ -152,17 +183,21 @@ def main(argv: list[str] | None = None) -> int:
         names = _component_order(model, list(comps))
         DLAResult(heads, np.column_stack([comps[c] for c in names]), names, diff, ids, labels, model=model.name,
                   dataset=args.data, kv_group=np.array([model.kv_group(h) for h in range(H)])).save(scores_dir / "dla")
-        t1 = time.perf_counter()
-        causal.effect_sweep(model, train, causal.EffectSweepConfig(method="attribution", batch_size=args.batch_size),
-                            progress=False).save(scores_dir / "attribution")
+        log.info("scores: NAS+DLA %.0f s", time.perf_counter() - t0)
+    if "scores" in args.stages and not (scores_dir / "attribution" / "effects_attribution.npz").is_file():
+        attr_data = train if args.n_attr >= args.n_scores else load_dataset(args.data, split="train", limit=args.n_attr, seed=0)
+        res = causal.effect_sweep(model, attr_data, causal.EffectSweepConfig(method="attribution", batch_size=args.batch_size),
+                                  progress=False)
+        res.save(scores_dir / "attribution")
+        log.info("scores: attribution on %d questions, %.0f s", res.n, res.seconds)
+    if not (scores_dir / "copying" / "copying.csv").is_file():
         ov_copying(model).save(scores_dir / "copying")
-        log.info("scores: NAS+DLA %.0f s, attribution %.0f s", t1 - t0, time.perf_counter() - t1)
     dla = DLAResult.load(scores_dir / "dla")
     print(dla.summary(k=8))
 
     # ---------------------------------------------------------------- 2. exact sweep
     sweep_dir = out / f"sweep_n{args.n_sweep}"
-    if "sweep" in args.stages and not (sweep_dir / "effects_exact.npz").is_file():
+    if "sweep" in args.stages and not args.exact_from_figure and not (sweep_dir / "effects_exact.npz").is_file():
         res = causal.effect_sweep(model, test_sweep, causal.EffectSweepConfig(method="exact", batch_size=args.batch_size),
                                   progress=False)
         res.save(sweep_dir)
@@ -170,12 +205,18 @@ def main(argv: list[str] | None = None) -> int:
 
     # ---------------------------------------------------------------- 3. compare
     best = None
-    if "compare" in args.stages and (sweep_dir / "effects_exact.npz").is_file():
+    exact_arg, exact_desc = None, ""
+    if args.exact_from_figure:
+        mean, se, n_fig = effects_from_figure(args.exact_from_figure, L, H)
+        exact_arg, exact_desc = (mean, se, n_fig), f"{n_fig} questions, read from {args.exact_from_figure}"
+    elif (sweep_dir / "effects_exact.npz").is_file():
         exact = causal.EffectSweepResult.load(sweep_dir)
-        table = pd.DataFrame(compare(per_example_scores(scores_dir), exact.per_example))
+        exact_arg, exact_desc = exact.per_example, f"{exact.n} test questions, {exact.seconds:.0f} s"
+    if "compare" in args.stages and exact_arg is not None:
+        table = pd.DataFrame(compare(per_example_scores(scores_dir), exact_arg))
         table.to_csv(out / "score_vs_effect.csv", index=False)
         print(f"\n== Spearman of per-head scores ({args.n_scores} train questions) with the exact zero-ablation effect "
-              f"({exact.n} test questions, {exact.seconds:.0f} s)")
+              f"({exact_desc})")
         print(table.to_string(index=False, float_format=lambda x: f"{x:+.3f}"))
         best = str(table.sort_values("spearman", ascending=False).iloc[0]["score"])
         print(f"best: {best}")
