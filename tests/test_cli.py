@@ -162,6 +162,8 @@ def test_every_flag_default_is_its_config_default():
         "scan": {"out"},
         "ablate": {"out"},
         "patch": {"out"},
+        "dla": {"out"},
+        "paths": {"out"},
         "finetune": {"out"},
         "compare": {"out"},
         "study": {"config", "quick", "overrides", "models", "out", "figures", "no_png", "print_config", "no_progress"},

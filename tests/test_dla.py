@@ -174,10 +174,10 @@ def test_scan_dla_result_table_and_roundtrip(tiny, tmp_path):
 
 
 def test_prompt_without_a_candidate_is_a_prompt_error(tiny):
-    from conftest import Ex
+    from nasa_lens.datasets import Example
 
     with pytest.raises(PromptError, match="does not contain the candidate"):
-        scan_dla(tiny, [Ex("Is it? Answer Yes.", "yes", "x0")], PromptFormat(template="{question}"), progress=False)
+        scan_dla(tiny, [Example("Is it? Answer Yes.", "yes", "x0")], PromptFormat(template="{question}"), progress=False)
 
 
 def test_ov_copying_by_hand(tiny, tiny_hf):
@@ -227,10 +227,10 @@ def test_smollm2_sum_and_hugging_face_cross_check(smol):
 
 
 def _jsonl(tmp_path):
-    from nasa_lens.datasets import Example, write_jsonl
+    from nasa_lens.datasets import write_jsonl
 
     path = tmp_path / "q.jsonl"
-    write_jsonl(path, [Example(q.question, q.label, q.id) for q in QUESTIONS])
+    write_jsonl(path, QUESTIONS)
     return path
 
 
