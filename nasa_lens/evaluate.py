@@ -9,6 +9,8 @@ from __future__ import annotations
 from nasa_lens.vocab import METRICS_FILE, PREDICTIONS_FILE, InputError
 
 import math
+import sys
+import types
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,3 +315,16 @@ def evaluate(
         [ex.id for ex in examples], labels, p, d, threshold=threshold, n_boot=n_boot, seed=seed,
         model=getattr(model, "name", ""), dataset=getattr(dataset, "name", ""), format=fmt.label,
     )
+
+
+class _CallableModule(types.ModuleType):
+    """``nasa_lens.evaluate`` names both this module and its main function. Once the module is imported, Python
+    sets the package attribute ``nasa_lens.evaluate`` to the module, which would shadow the lazily exported
+    function (``nl.evaluate(model, data)`` would fail depending on import order); calling the module calls
+    :func:`evaluate`, so both spellings work whatever was imported first."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> EvalResult:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

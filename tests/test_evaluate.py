@@ -109,3 +109,16 @@ def test_atomic_writes_leave_the_old_file_on_error_and_follow_the_umask(tmp_path
     umask = os.umask(0)
     os.umask(umask)
     assert (target.stat().st_mode & 0o777) == (0o666 & ~umask)
+
+
+def test_top_level_evaluate_works_after_the_module_was_imported(tiny, questions):
+    """``import nasa_lens.evaluate`` sets the package attribute to the module; ``nl.evaluate(...)`` must still
+    evaluate (it failed when test_evaluate ran before the README quick-start test)."""
+    import nasa_lens as nl
+    import nasa_lens.evaluate as ev_module
+
+    assert nl.evaluate is ev_module or nl.evaluate is evaluate
+    via_package = nl.evaluate(tiny, questions, n_boot=0, progress=False)
+    direct = evaluate(tiny, questions, n_boot=0, progress=False)
+    assert isinstance(via_package, EvalResult)
+    np.testing.assert_array_equal(via_package.p_yes, direct.p_yes)
