@@ -3,11 +3,13 @@ whose ``register(subparsers)`` adds its parser; the handler builds a config and 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from nasa_lens.vocab import NasaLensError
 
@@ -53,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
+        with _distributed(args):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -68,6 +71,32 @@ def _report(args: argparse.Namespace, message: str, code: int) -> int:
         traceback.print_exc(file=sys.stderr)
     print(f"nasa-lens {args.command}: {message}", file=sys.stderr)
     return code
+
+
+@contextlib.contextmanager
+def _distributed(args: argparse.Namespace) -> Iterator[None]:
+    """Under ``torchrun`` (``RANK`` / ``WORLD_SIZE`` set): initialise the process group (gloo on CPU, NCCL
+    for CUDA tensors), give each rank its own GPU for a bare ``--device cuda``, keep the other ranks' stdout
+    quiet (rank 0 prints and writes), and tear the group down at the end. Otherwise: nothing."""
+    from nasa_lens import parallel
+
+    if not parallel.launched_by_torchrun() or parallel.world().initialised:
+        yield  # one process, or a caller that set up (and will tear down) the process group itself
+        return
+    if getattr(args, "device", None) is not None:
+        from nasa_lens.models import check_device
+
+        check_device(args.device)  # before any process group: --device cuda without CUDA is a clear error
+        args.device = parallel.rank_device(args.device)
+    w = parallel.init_from_env(getattr(args, "device", None), getattr(args, "device_map", None))
+    try:
+        if w.rank == 0:
+            yield
+        else:
+            with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
+                yield
+    finally:
+        parallel.destroy()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -24,7 +24,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from nasa_lens.io import atomic_path, read_json, write_json
-from nasa_lens.prompts import PromptBatch, PromptFormat, iter_batches
+from nasa_lens.parallel import over_examples
+from nasa_lens.prompts import PromptBatch, PromptFormat, by_batch_plan, iter_batches
 
 __all__ = [
     "METRIC_KEYS",
@@ -58,6 +59,7 @@ def p_yes_from_logits(pair: Float[Tensor, "example 2"]) -> Float[Tensor, " examp
     return torch.softmax(pair, dim=-1)[:, 0]
 
 
+@over_examples(groups=by_batch_plan)
 def predict(
     model: Any,
     examples: Sequence[Any],
@@ -68,7 +70,10 @@ def predict(
     progress: bool = True,
     desc: str = "eval",
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(p_yes, logit_diff)`` for every example, in input order (``logit_diff = logit(yes) - logit(no)``)."""
+    """``(p_yes, logit_diff)`` for every example, in input order (``logit_diff = logit(yes) - logit(no)``).
+
+    Data-parallel inside a process group (:mod:`nasa_lens.parallel`): each rank runs its batches and every
+    rank gets all the outputs."""
     n = len(examples)
     p = np.full(n, np.nan)
     d = np.full(n, np.nan)

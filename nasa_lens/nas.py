@@ -54,7 +54,8 @@ from tqdm.auto import tqdm
 from nasa_lens.heads import Head, format_head, ranked_heads
 from nasa_lens.interventions import bridge_of
 from nasa_lens.io import atomic_path, read_json, write_json
-from nasa_lens.prompts import PromptBatch, PromptFormat, iter_batches
+from nasa_lens.parallel import over_examples
+from nasa_lens.prompts import PromptBatch, PromptFormat, by_batch_plan, iter_batches
 from nasa_lens.vocab import (
     CONDITION_FORMATS,
     NAS_HEATMAP_FILE,
@@ -571,20 +572,8 @@ def scan_nas(
     examples = list(dataset)
     if not examples:
         raise InputError("cannot scan an empty dataset")
-    layers = list(range(model.n_layers))
-    n = len(examples)
-    scores = np.full((n, model.n_layers, model.n_heads), np.nan)
-    p_yes = np.full(n, np.nan)
-    labels = np.full(n, -1, dtype=np.int64)
     ids = [str(getattr(ex, "id", i)) for i, ex in enumerate(examples)]  # plain strings: their index
-    bar = tqdm(total=n, desc=f"NAS {fmt.label}", disable=not progress, leave=False)
-    for idx, batch in iter_batches(model, examples, fmt, batch_size):
-        nas, pair = _forward_nas(model, batch, positions, layers, hooks)
-        scores[idx] = nas.cpu().double().numpy()
-        p_yes[idx] = torch.softmax(pair, dim=-1)[:, 0].cpu().double().numpy()
-        labels[idx] = batch.labels.cpu().numpy()
-        bar.update(len(idx))
-    bar.close()
+    scores, p_yes, labels = _scan_rows(model, examples, fmt, positions=positions, batch_size=batch_size, progress=progress, hooks=hooks)
     return NASResult(
         scores=scores,
         ids=ids,
@@ -597,6 +586,34 @@ def scan_nas(
         dataset=str(getattr(dataset, "name", "")),
         kv_group=np.array([model.kv_group(h) for h in range(model.n_heads)]),
     )
+
+
+@over_examples(groups=by_batch_plan)
+def _scan_rows(
+    model: LoadedModel,
+    examples: Sequence[Any],
+    fmt: PromptFormat,
+    *,
+    positions: str,
+    batch_size: int,
+    progress: bool,
+    hooks: Sequence[tuple[Any, Callable[..., Any]]],
+) -> tuple[Float[np.ndarray, "example layer head"], Float[np.ndarray, " example"], np.ndarray]:
+    """Per example: NAS of every head, ``p_yes`` and the label (data-parallel in a process group)."""
+    layers = list(range(model.n_layers))
+    n = len(examples)
+    scores = np.full((n, model.n_layers, model.n_heads), np.nan)
+    p_yes = np.full(n, np.nan)
+    labels = np.full(n, -1, dtype=np.int64)
+    bar = tqdm(total=n, desc=f"NAS {fmt.label}", disable=not progress, leave=False)
+    for idx, batch in iter_batches(model, examples, fmt, batch_size):
+        nas, pair = _forward_nas(model, batch, positions, layers, hooks)
+        scores[idx] = nas.cpu().double().numpy()
+        p_yes[idx] = torch.softmax(pair, dim=-1)[:, 0].cpu().double().numpy()
+        labels[idx] = batch.labels.cpu().numpy()
+        bar.update(len(idx))
+    bar.close()
+    return scores, p_yes, labels
 
 
 def default_conditions() -> dict[str, PromptFormat]:

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from nasa_lens.models import LoadedModel
 
 __all__ = [
-    "PromptError", "PromptFormat", "PromptBatch", "build_batch", "iter_batches", "render_prompt", "check_prompts",
+    "PromptError", "PromptFormat", "PromptBatch", "batch_plan", "build_batch", "by_batch_plan", "iter_batches", "render_prompt", "check_prompts",
     "encode_prompts", "context_length",
 ]
 
@@ -413,7 +413,8 @@ def iter_batches(
     sort_by_length: bool = True,
 ) -> Iterator[tuple[list[int], PromptBatch]]:
     """Yield ``(row indices into examples, batch)``; with ``sort_by_length`` rows of similar length go
-    together so padding stays small (callers scatter results back with the indices)."""
+    together so padding stays small (callers scatter results back with the indices). The batches are
+    :func:`batch_plan`'s."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     fmt = fmt or PromptFormat()
@@ -422,9 +423,23 @@ def iter_batches(
     # Every prompt is encoded (and checked against the context window) before the first batch is yielded,
     # so a bad example fails the run before any forward pass, not after the batches before it.
     encoded = encode_prompts(model, examples, fmt)
+    for idx in batch_plan(examples, batch_size, sort_by_length=sort_by_length):
+        yield idx, _assemble(model, [examples[i] for i in idx], [encoded[i] for i in idx], fmt)
+
+
+def batch_plan(examples: Sequence[Example | str], batch_size: int = 16, *, sort_by_length: bool = True) -> list[list[int]]:
+    """The row indices of every batch :func:`iter_batches` runs, in run order (rows sorted by question length,
+    stable, then cut into ``batch_size`` chunks). Data-parallel runs deal these batches out whole, so a
+    rank runs exactly the batches one process would."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     order = list(range(len(examples)))
     if sort_by_length:
         order.sort(key=lambda i: len(_question_text(examples[i])))
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        yield idx, _assemble(model, [examples[i] for i in idx], [encoded[i] for i in idx], fmt)
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def by_batch_plan(arguments: dict[str, Any]) -> list[list[int]]:
+    """The batch plan of a per-example function with ``examples`` and ``batch_size`` arguments (the
+    ``groups`` of :func:`nasa_lens.parallel.over_examples`: ranks take whole batches)."""
+    return batch_plan(arguments["examples"], arguments["batch_size"])
