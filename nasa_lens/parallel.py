@@ -38,6 +38,8 @@ __all__ = [
     "gather_examples",
     "over_examples",
     "all_reduce_sum_",
+    "split_batch",
+    "weighted_sum",
     "barrier",
     "writer_only",
     "launched_by_torchrun",
@@ -250,6 +252,35 @@ def all_reduce_sum_(tensors: Sequence[Any]) -> None:
         k = t.numel()
         t.copy_(flat[offset : offset + k].view_as(t))
         offset += k
+
+
+def split_batch(rows: Sequence[Any]) -> tuple[list[Any], float]:
+    """This rank's contiguous slice of a global batch and its weight ``len(slice) / len(rows)``: a loss that
+    is a mean over the batch equals the sum over ranks of ``weight * local mean``, so scaling the local loss
+    by the weight and summing the gradients (:func:`all_reduce_sum_`) gives the global batch's gradient.
+    One process: ``(rows, 1.0)``.
+
+    Raises:
+        ParallelError: more ranks than rows in the batch.
+    """
+    rows = list(rows)
+    if not world().parallel:
+        return rows, 1.0
+    mine = [rows[i] for i in shard(len(rows))]
+    return mine, len(mine) / len(rows)
+
+
+def weighted_sum(values: dict[str, float], weight: float) -> dict[str, float]:
+    """``sum over ranks of weight * value`` for every key (the same keys on every rank): the global mean of
+    per-rank means weighted by :func:`split_batch`. One process: ``values`` unchanged."""
+    if not world().parallel:
+        return dict(values)
+    import torch
+
+    keys = list(values)  # the same insertion order on every rank (one code path)
+    t = torch.tensor([float(values[k]) * weight for k in keys], dtype=torch.float64)
+    _dist().all_reduce(t)
+    return {k: float(v) for k, v in zip(keys, t.tolist())}
 
 
 def barrier() -> None:

@@ -19,7 +19,8 @@ from nasa_lens.evaluate import EvalResult, bias_metrics, result_from_predictions
 from nasa_lens.heads import Head, format_head, parse_heads, random_heads, ranked_heads
 from nasa_lens.interventions import HeadAblation, ZReference, collect_z_reference
 from nasa_lens.io import atomic_path, read_json, write_json
-from nasa_lens.prompts import PromptFormat, iter_batches
+from nasa_lens.parallel import over_examples
+from nasa_lens.prompts import PromptFormat, by_batch_plan, iter_batches
 
 from nasa_lens.causal.config import AblationConfig, AblationCurveConfig, CausalError
 from nasa_lens.causal.runner import (
@@ -108,21 +109,31 @@ def ablate(
     if cfg.mode != "zero" and reference is None:
         reference = collect_z_reference(model, examples, fmt, batch_size=cfg.batch_size, pool_size=cfg.pool_size, progress=progress)
     ablation = HeadAblation(tuple(heads), cfg.mode, reference, seed=cfg.seed)
-    n = len(examples)
-    p0, d0, p1, d1 = (np.full(n, np.nan) for _ in range(4))
-    bar = tqdm(total=n, desc=f"ablate {len(heads)} heads ({cfg.mode})", disable=not progress, leave=False)
-    for idx, batch in iter_batches(model, examples, fmt, cfg.batch_size):
-        runner = _BatchRunner(model, batch)
-        p0[idx], d0[idx] = _p_and_diff(runner.clean)
-        p1[idx], d1[idx] = _p_and_diff(runner.pair(ablation.hooks(batch), ablation.first_layer))
-        bar.update(len(idx))
-    bar.close()
+    p0, d0, p1, d1 = _ablate_rows(model, examples, fmt, ablation, batch_size=cfg.batch_size, progress=progress)
     labels = _labels(examples)
     common = dict(threshold=cfg.threshold, n_boot=cfg.n_boot, seed=cfg.seed, model=getattr(model, "name", ""),
                   dataset=str(getattr(dataset, "name", "")), format=fmt.label)
     before = result_from_predictions(_ids(examples), labels, p0, d0, **common)
     after = result_from_predictions(_ids(examples), labels, p1, d1, **common)
     return AblationResult(before, after, heads, cfg.mode, cfg.to_dict())
+
+
+@over_examples(groups=by_batch_plan)
+def _ablate_rows(
+    model: LoadedModel, examples: Sequence[Any], fmt: PromptFormat, ablation: HeadAblation, *, batch_size: int, progress: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per example: ``p_yes`` and logit difference clean and ablated. Data-parallel in a process group
+    (:mod:`nasa_lens.parallel`); a mean/resample reference is collected over all examples on every rank."""
+    n = len(examples)
+    p0, d0, p1, d1 = (np.full(n, np.nan) for _ in range(4))
+    bar = tqdm(total=n, desc=f"ablate {len(ablation.heads)} heads ({ablation.mode})", disable=not progress, leave=False)
+    for idx, batch in iter_batches(model, examples, fmt, batch_size):
+        runner = _BatchRunner(model, batch)
+        p0[idx], d0[idx] = _p_and_diff(runner.clean)
+        p1[idx], d1[idx] = _p_and_diff(runner.pair(ablation.hooks(batch), ablation.first_layer))
+        bar.update(len(idx))
+    bar.close()
+    return p0, d0, p1, d1
 
 
 @dataclass

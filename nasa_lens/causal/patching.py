@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from nasa_lens.heads import Head
 from nasa_lens.interventions import bridge_of, check_heads
 from nasa_lens.io import atomic_path, read_json, write_json
+from nasa_lens.parallel import over_examples
 from nasa_lens.prompts import PromptFormat, build_batch
 from nasa_lens.vocab import PATCHING_FILE, pattern_hook_name, z_hook_name
 
@@ -243,21 +244,51 @@ def generic_head_patch(
     L, H = model.n_layers, model.n_heads
     todo = list(heads) if heads is not None else [(layer, h) for layer in range(L) for h in range(H)]
     check_heads(model, todo)
-    n = len(pairs)
+    rows = list(zip(pairs.clean, pairs.corrupted, pairs.ids))
+    patched, clean_d, corr_d = _patch_rows(
+        model, rows, hook_name, patch_setter, todo=todo, formats=(pairs.clean_fmt, pairs.corrupted_fmt),
+        desc=f"patch {what} ({pairs.kind})", batch_size=batch_size, progress=progress,
+    )
+    return PatchingResult(patched, clean_d, corr_d, what, pairs.kind, pairs.ids, n_boot, n_perm, seed, getattr(model, "name", ""))
+
+
+def _pair_plan(arguments: dict[str, Any]) -> list[list[int]]:
+    """Pairs batched by the clean question's length (the batches :func:`_patch_rows` runs)."""
+    rows, size = arguments["rows"], arguments["batch_size"]
+    order = sorted(range(len(rows)), key=lambda i: len(str(getattr(rows[i][0], "question", rows[i][0]))))
+    return [order[start : start + size] for start in range(0, len(order), size)]
+
+
+@over_examples(arg="rows", groups=_pair_plan)
+def _patch_rows(
+    model: LoadedModel,
+    rows: Sequence[tuple[Any, Any, str]],
+    hook_name: Callable[[int], str],
+    patch_setter: PatchSetter,
+    *,
+    todo: list[Head],
+    formats: tuple[PromptFormat, PromptFormat],
+    desc: str,
+    batch_size: int,
+    progress: bool,
+) -> tuple[Float[np.ndarray, "pair layer head"], Float[np.ndarray, " pair"], Float[np.ndarray, " pair"]]:
+    """Per (clean, corrupted, id) pair: the patched logit difference of every head in ``todo``, the clean and
+    the corrupted logit differences. Data-parallel in a process group (:mod:`nasa_lens.parallel`)."""
+    L, H = model.n_layers, model.n_heads
+    n = len(rows)
     patched = np.full((n, L, H), np.nan)
     clean_d, corr_d = np.full(n, np.nan), np.full(n, np.nan)
     layers = sorted({layer for layer, _ in todo})
     names = {hook_name(layer) for layer in layers}
     bridge = bridge_of(model)
-    order = sorted(range(n), key=lambda i: len(str(getattr(pairs.clean[i], "question", pairs.clean[i]))))
-    bar = tqdm(total=n * len(todo), desc=f"patch {what} ({pairs.kind})", disable=not progress)
-    for start in range(0, n, batch_size):
-        idx = order[start : start + batch_size]
-        cb = build_batch(model, [pairs.clean[i] for i in idx], pairs.clean_fmt)
-        xb = build_batch(model, [pairs.corrupted[i] for i in idx], pairs.corrupted_fmt)
+    clean_fmt, corrupted_fmt = formats
+    bar = tqdm(total=n * len(todo), desc=desc, disable=not progress)
+    for idx in _pair_plan({"rows": rows, "batch_size": batch_size}):
+        cb = build_batch(model, [rows[i][0] for i in idx], clean_fmt)
+        xb = build_batch(model, [rows[i][1] for i in idx], corrupted_fmt)
         if cb.input_ids.shape != xb.input_ids.shape or not torch.equal(cb.attention_mask, xb.attention_mask):
             lengths = cb.attention_mask.sum(-1) != xb.attention_mask.sum(-1)
-            bad = [pairs.ids[idx[r]] for r in torch.nonzero(lengths).flatten().tolist()] or pairs.ids[idx[0]: idx[0] + 1]
+            bad = [rows[idx[r]][2] for r in torch.nonzero(lengths).flatten().tolist()] or [rows[idx[0]][2]]
             raise CausalError(f"counterfactual pairs must have the same token length; these do not: {bad}")
         with torch.no_grad():
             logits, cache = bridge.run_with_cache(cb.input_ids, names_filter=lambda nm: nm in names, **cb.forward_kwargs())
@@ -277,7 +308,7 @@ def generic_head_patch(
             patched[idx, layer, h] = (pair[:, 0] - pair[:, 1]).cpu().double().numpy()
             bar.update(len(idx))
     bar.close()
-    return PatchingResult(patched, clean_d, corr_d, what, pairs.kind, pairs.ids, n_boot, n_perm, seed, getattr(model, "name", ""))
+    return patched, clean_d, corr_d
 
 
 def patch_head_outputs(model: LoadedModel, pairs: PairSet, **kwargs: Any) -> PatchingResult:

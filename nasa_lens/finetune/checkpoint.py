@@ -18,6 +18,7 @@ from nasa_lens.adapters import HeadAdapter
 from nasa_lens.finetune.config import NASAConfig
 from nasa_lens.heads import Head, format_head
 from nasa_lens.io import atomic_path
+from nasa_lens.parallel import writer_only
 from nasa_lens.vocab import CHECKPOINT_FILE, InputError
 
 __all__ = ["CHECKPOINT_FILE", "CheckpointError", "LoopState", "Checkpointer"]
@@ -90,8 +91,10 @@ def _save_checkpoint(path: Path, adapter: HeadAdapter, opt: torch.optim.Optimize
         "state": dataclasses.asdict(state) | {"best_tensors": state.best_tensors},
         "finished": finished,
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    with writer_only() as write:  # data-parallel: rank 0 writes, every rank waits for it
+        if write:
+            with atomic_path(path) as tmp:
+                torch.save(payload, tmp)
 
 
 def _load_checkpoint(path: Path, adapter: HeadAdapter, opt: torch.optim.Optimizer, cfg: NASAConfig,

@@ -25,6 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from nasa_lens import parallel
 from nasa_lens.adapters import HeadAdapter, _model_shape, projection_module
 from nasa_lens.evaluate import METRIC_KEYS, answer_logits, bias_metrics, predict, result_from_predictions
 from nasa_lens.finetune.checkpoint import Checkpointer, LoopState
@@ -214,8 +215,13 @@ def _new_adapter(model: LoadedModel, heads: list[Head], key_groups: list[Head], 
 
 
 def _train_step(model: LoadedModel, adapter: HeadAdapter, opt: torch.optim.Optimizer, batch: PromptBatch,
-                heads: list[Head], cfg: NASAConfig, step: int) -> dict[str, float]:
-    """One optimizer step on ``batch``; returns the loss parts and the gradient norm (before clipping)."""
+                heads: list[Head], cfg: NASAConfig, step: int, weight: float = 1.0) -> dict[str, float]:
+    """One optimizer step on ``batch``; returns the loss parts and the gradient norm (before clipping).
+
+    Data-parallel (a process group of several ranks, :mod:`nasa_lens.parallel`): ``batch`` is this rank's
+    slice of the global batch (``weight`` = its share of the rows); the loss is a mean over the batch, so
+    backpropagating ``weight * loss`` and summing the gradients over ranks gives the global batch's gradient,
+    and every rank takes the same optimizer step. The loss parts are summed the same way."""
     opt.zero_grad(set_to_none=True)
     loss, parts = batch_loss(
         model, batch, heads, lambda_nas=cfg.lambda_nas, nas_target=cfg.nas_target,
@@ -223,8 +229,15 @@ def _train_step(model: LoadedModel, adapter: HeadAdapter, opt: torch.optim.Optim
     )
     if not torch.isfinite(loss):
         raise FloatingPointError(f"NASA loss is {float(loss)} at step {step + 1}: lower lr ({cfg.lr})")
-    loss.backward()
+    split = parallel.world().parallel
+    (loss * weight if split else loss).backward()
     params = list(adapter.parameters())
+    if split:
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        parallel.all_reduce_sum_([p.grad for p in params])
+        parts = parallel.weighted_sum(parts, weight)
     if cfg.max_grad_norm is not None:
         parts["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
     else:
@@ -274,8 +287,9 @@ def _train_heads(
             if val and state.step == 0 and state.before_preds is None:
                 validate()
             while not finished and state.step < cfg.steps and not state.stopped_early:
-                batch = build_batch(model, [train[i] for i in sampler.rows(state.step)], fmt)
-                parts = _train_step(model, adapter, opt, batch, heads, cfg, state.step)
+                rows, weight = parallel.split_batch(sampler.rows(state.step))  # one process: all rows, weight 1
+                batch = build_batch(model, [train[i] for i in rows], fmt)
+                parts = _train_step(model, adapter, opt, batch, heads, cfg, state.step, weight)
                 state.step += 1
                 for k, v in parts.items():
                     state.history.append({"step": state.step, "split": "train", "metric": k, "value": v})

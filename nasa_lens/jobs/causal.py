@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasa_lens.causal.config import AblationConfig, PatchingConfig
+from nasa_lens.parallel import writer_only
 from nasa_lens.jobs.common import DataSpec, ModelSpec
 from nasa_lens.vocab import PATCHING_HEATMAP_FILE
 
@@ -58,8 +59,10 @@ def run_ablate(
 
         ranking = scan_nas(model, data, PromptFormat.named(cfg.format), batch_size=cfg.batch_size).mean
     result = causal.ablate(model, data, cfg, ranking=ranking)
-    with atomic_output(out) as tmp:
-        result.save(tmp)
+    with writer_only() as write:  # data-parallel (torchrun): rank 0 writes, the others wait
+        if write:
+            with atomic_output(out) as tmp:
+                result.save(tmp)
     return result
 
 
@@ -78,7 +81,11 @@ def run_patch(
     data = data.load() if isinstance(data, DataSpec) else data
     model = model.load() if isinstance(model, ModelSpec) else model
     result = causal.patch_heads(model, data, cfg)
-    with atomic_output(out) as tmp:
-        saved = result.save(tmp)
-        written = save_figure(patching_heatmap(result), saved / PATCHING_HEATMAP_FILE, png=job.png)
-    return result, [out / Path(p).relative_to(tmp) for p in written]
+    written: list[Path] = []
+    with writer_only() as write:  # data-parallel (torchrun): rank 0 writes and draws, the others wait
+        if write:
+            with atomic_output(out) as tmp:
+                saved = result.save(tmp)
+                written = save_figure(patching_heatmap(result), saved / PATCHING_HEATMAP_FILE, png=job.png)
+                written = [out / Path(p).relative_to(tmp) for p in written]
+    return result, written

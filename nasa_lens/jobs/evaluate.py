@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nasa_lens.parallel import writer_only
 from nasa_lens.jobs.common import DataSpec, ModelSpec
 from nasa_lens.vocab import FORMATS, InputError
 
@@ -69,6 +70,8 @@ def run_eval(
                           n_boot=cfg.n_boot, seed=cfg.seed, progress=progress)
     if fix is not None:
         result.meta["method"] = {"name": fix.name, "folder": str(cfg.method), "heads": [f"{l}.{h}" for l, h in fix.heads]}
-    with atomic_output(out) as tmp:
-        result.save(tmp)
+    with writer_only() as write:  # data-parallel (torchrun): rank 0 writes, the others wait
+        if write:
+            with atomic_output(out) as tmp:
+                result.save(tmp)
     return result

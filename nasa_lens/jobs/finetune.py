@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from nasa_lens.finetune.config import NASAConfig
 from nasa_lens.jobs.common import ModelSpec
+from nasa_lens.parallel import writer_only
 from nasa_lens.vocab import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,6 +59,8 @@ def run_finetune(cfg: NASAConfig, job: FinetuneJob, out_dir: str | Path, *, mode
     model = model.load() if isinstance(model, ModelSpec) else model
     # the checkpoints live in OUT itself (resumable state across runs); the outputs appear together at the end
     result = train_nasa(model, train, val, cfg, checkpoint_dir=out / CHECKPOINTS_DIR, resume=job.resume)
-    with atomic_output(out) as tmp:
-        result.save(tmp, model)
+    with writer_only() as write:  # data-parallel (torchrun): rank 0 writes, the others wait
+        if write:
+            with atomic_output(out) as tmp:
+                result.save(tmp, model)
     return result

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nasa_lens.parallel import writer_only
 from nasa_lens.jobs.common import DataSpec, ModelSpec
 from nasa_lens.vocab import (
     DEFAULT_MODEL,
@@ -131,10 +132,12 @@ def run_scan(
         model, dataset, PromptFormat.named(cfg.format), positions=cfg.positions, batch_size=cfg.batch_size, progress=progress
     )
     result.meta["config"] = cfg.to_dict()
-    with atomic_output(out) as tmp:  # the files appear together
-        with atomic_path(tmp / NAS_RANKING_FILE) as f:
-            result.ranking_frame().to_csv(f, index=False)
-        result.save(tmp)
-        save_figure(nas_heatmap(result), tmp / NAS_HEATMAP_FILE, png=cfg.png)
+    with writer_only() as write:  # data-parallel (torchrun): rank 0 writes and draws, the others wait
+        if write:
+            with atomic_output(out) as tmp:  # the files appear together
+                with atomic_path(tmp / NAS_RANKING_FILE) as f:
+                    result.ranking_frame().to_csv(f, index=False)
+                result.save(tmp)
+                save_figure(nas_heatmap(result), tmp / NAS_HEATMAP_FILE, png=cfg.png)
     logger.info("wrote %s, %s, %s and %s.html to %s", NAS_RANKING_FILE, NAS_SCORES_FILE, NAS_META_FILE, NAS_HEATMAP_FILE, out)
     return result
