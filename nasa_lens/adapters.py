@@ -272,7 +272,13 @@ class HeadAdapter(nn.Module):
                 )
 
     def _device_to(self, model: LoadedModel) -> None:
-        device = projection_module(model, self.layers[0], "q").weight.device
+        # Where the first hooked layer computes: its weight's device, or under an Accelerate CPU/disk offload
+        # map (weight on "meta" between forwards) the device its offload hook runs it on. The hooks move the
+        # deltas to each layer's device, so a model spread over several devices works too.
+        module = projection_module(model, self.layers[0], "q")
+        device = module.weight.device
+        if device.type == "meta":
+            device = torch.device(getattr(getattr(module, "_hf_hook", None), "execution_device", None) or model.device)
         if any(p.device != device for p in self.params.values()):
             self.to(device)
 
@@ -314,7 +320,7 @@ class HeadAdapter(nn.Module):
 
         def hook(module: nn.Module, args: tuple[Any, ...], output: Tensor) -> Tensor:
             x = args[0]
-            deltas = torch.stack([self.delta(kind, layer, i) for i in idxs]).to(x.dtype)
+            deltas = torch.stack([self.delta(kind, layer, i) for i in idxs]).to(device=x.device, dtype=x.dtype)
             correction = einops.einsum(x, deltas, "... d_model, unit d_head d_model -> ... unit d_head")
             per_unit = einops.rearrange(output, "... (unit d_head) -> ... unit d_head", d_head=d_head)
             per_unit = per_unit.index_add(per_unit.ndim - 2, index.to(output.device), correction.to(output.dtype))

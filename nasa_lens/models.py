@@ -136,7 +136,14 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return next(self.bridge.parameters()).device
+        """Where inputs go: the first parameter's device (the embedding's), skipping parameters an
+        Accelerate CPU/disk offload map keeps on ``meta`` between forwards."""
+        first = None
+        for p in self.bridge.parameters():
+            first = first or p.device
+            if p.device.type != "meta":
+                return p.device
+        return first if first is not None else torch.device("cpu")
 
     @property
     def group_size(self) -> int:
