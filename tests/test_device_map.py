@@ -56,7 +56,7 @@ def test_nas_p_yes_ablation_and_nasa_match_undispatched(tiny, split, questions):
     from nasa_lens import causal
     from nasa_lens.evaluate import evaluate
     from nasa_lens.nas import scan_nas
-    from nasa_lens.nasa import NASAConfig, train_nasa
+    from nasa_lens.finetune import NASAConfig, train_nasa
 
     model, _ = split
     a, b = scan_nas(tiny, questions, progress=False), scan_nas(model, questions, progress=False)
