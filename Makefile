@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.nasa-lens-setup
 
-.PHONY: setup demo figures test test-fast notebooks bench screenshots clean
+.PHONY: setup demo figures test test-fast notebooks bench screenshots gpu-check throughput clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,15 @@ screenshots: setup
 	test -f results/quick/report.md || $(PY) -m nasa_lens.cli study --quick --out results/quick --figures results/quick/figures --no-progress
 	$(PY) -m nasa_lens.cli report results/quick
 	$(PY) docs/make_screenshots.py results/quick docs/img
+
+# Eval, scan, DLA, ablation and NASA steps on every CUDA device vs the CPU (float32 and bfloat16); one
+# SKIPPED line where there is no GPU.
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
+
+# Questions/s of plain Hugging Face vs the bridge, eval, scan, dla and a 2-process torchrun scan, side by side.
+throughput: setup
+	$(PY) benchmarks/throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
