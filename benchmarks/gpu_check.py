@@ -163,9 +163,11 @@ def main(argv: list[str] | None = None) -> int:
                 torch.cuda.reset_peak_memory_stats(i)
             model = load_model(args.model, dtype=dtype, **placement)
             dtypes = {str(t.dtype) for t in model.bridge.parameters() if t.is_floating_point()}
-            if dtypes != {str(dtype)}:
+            devices = {t.device.type for t in model.bridge.parameters()}
+            if dtypes != {str(dtype)} or devices != {"cuda"}:
                 ok = False
-                print(f"\n{where}, {dtype_name}: FAIL  the model's weights are {sorted(dtypes)}, not {dtype}")
+                print(f"\n{where}, {dtype_name}: FAIL  the model's weights are {sorted(dtypes)} on {sorted(devices)}, "
+                      f"not {dtype} on CUDA (load_model did not honour dtype/device)")
                 continue
             run_all(model, data[: args.batch_size], args, heads)  # warm-up (kernels, allocator)
             for i in range(torch.cuda.device_count()):

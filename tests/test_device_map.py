@@ -75,7 +75,7 @@ def test_nas_p_yes_ablation_and_nasa_match_undispatched(tiny, split, questions):
         torch.testing.assert_close(t1.adapter.to_tensors()[key], value, atol=1e-6, rtol=0)  # through the disk layer
 
 
-@pytest.mark.parametrize("bad", [{"model.layers.0": "cuda:3"}, {"model.layers.0": 7}, "everywhere", '{"lm_head": "npu:1"}'])
+@pytest.mark.parametrize("bad", [{"model.layers.0": "cuda:3"}, {"model.layers.0": 7}, {"lm_head": "meta"}, "everywhere", '{"lm_head": "npu:1"}'])
 def test_device_map_naming_a_missing_device_is_a_user_error(bad):
     with pytest.raises(ModelLoadError) as info:
         parse_device_map(bad)
