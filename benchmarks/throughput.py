@@ -13,7 +13,8 @@ the same thread count, in ONE run (so contention on a shared machine hits every 
 * ``scan 2-proc DP``: the same scan under ``torchrun --nproc-per-node 2`` (each rank one thread; time from the
                       first barrier after loading to the end of the gather, median over rounds).
 
-Rows are timed round-robin (``--rounds`` rounds, median), each with all no-grad forwards of all questions.
+Rows are timed round-robin (``--rounds`` rounds, median, after a one-batch warm-up), each with all no-grad
+forwards of all questions.
 The table gives questions/s and the ratio of time against ``hf eager`` (1.00 = as fast as plain HF eager).
 
     python benchmarks/throughput.py                          # SmolLM2, 64 StrategyQA questions, batch 16
@@ -149,8 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         print("note: nasa_lens.dla is not on this branch: no dla row", file=sys.stderr)
     else:
         rows["dla"] = lambda: scan_dla(model, data, batch_size=args.batch_size, progress=False)
-    for fn in rows.values():  # warm-up
-        fn()
+    warm = data[: args.batch_size]
+    with torch.no_grad():  # warm-up on one batch (allocator, lazy inits); not timed
+        hf["eager"](input_ids=batches[0].input_ids, attention_mask=batches[0].attention_mask)
+        hf["sdpa"](input_ids=batches[0].input_ids, attention_mask=batches[0].attention_mask)
+        model.bridge(batches[0].input_ids, **batches[0].forward_kwargs())
+    evaluate(model, warm, batch_size=args.batch_size, n_boot=1, progress=False)
+    scan_nas(model, warm, batch_size=args.batch_size, progress=False)
     times: dict[str, list[float]] = {k: [] for k in rows}
     dp = None
     for r in range(args.rounds):
@@ -158,8 +164,10 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
+            print(f"round {r + 1}: {name} {times[name][-1]:.2f} s", file=sys.stderr, flush=True)
         if r == 0 and not args.no_dp:
             dp = _launch_dp(args)  # between rounds: contention of the same period
+            print(f"2-process DP scan: {dp['times']}", file=sys.stderr, flush=True)
     if dp is not None:
         times["scan 2-proc DP"] = dp["times"]
     n = len(data)
