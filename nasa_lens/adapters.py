@@ -272,12 +272,8 @@ class HeadAdapter(nn.Module):
                 )
 
     def _device_to(self, model: LoadedModel) -> None:
-        # Where the first hooked layer computes: its weight's device, or under an Accelerate CPU/disk offload
-        # map (weight on "meta" between forwards) the device its offload hook runs it on. The hooks move the
-        # deltas to each layer's device, so a model spread over several devices works too.
-        module = projection_module(model, self.layers[0], "q")
-        device = module.weight.device
-        if device.type == "meta":
+        device = (module := projection_module(model, self.layers[0], "q")).weight.device  # "meta" when offloaded:
+        if device.type == "meta":  # then the device Accelerate's offload hook runs the layer on
             device = torch.device(getattr(getattr(module, "_hf_hook", None), "execution_device", None) or model.device)
         if any(p.device != device for p in self.params.values()):
             self.to(device)

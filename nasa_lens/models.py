@@ -23,7 +23,7 @@ bridge's multi-device options.
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import DEFAULT_MODEL, InputError, NasaLensError
+from nasa_lens.vocab import DEFAULT_MODEL, InputError, ModelLoadError
 
 import contextlib
 import hashlib
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from nasa_lens.io import atomic_dir, atomic_path, cache_dir
+from nasa_lens.placement import check_device, dispatch, parse_device_map, placement_kwargs
 
 if TYPE_CHECKING:  # pragma: no cover
     from transformer_lens.model_bridge import TransformerBridge
@@ -57,10 +58,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-
-
-class ModelLoadError(NasaLensError, RuntimeError):
-    """A model could not be loaded; the message names the model, the reason and how to get it."""
 
 
 @dataclass(frozen=True)
@@ -164,58 +161,6 @@ class LoadedModel:
         )
 
 
-_DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
-_OFFLOAD_TARGETS = ("cpu", "disk")
-
-
-def parse_device_map(device_map: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-    """A device map as given (``auto``/``balanced``/``balanced_low_0``/``sequential`` or a dict module ->
-    device), or parsed from JSON text / a ``.json`` file; every device it names is checked to exist here
-    (``cpu`` and ``disk`` are offload targets, always available; ``meta`` holds no weights and is refused).
-
-    Raises:
-        ModelLoadError: an unknown strategy, unreadable JSON, or a device this machine does not have.
-    """
-    if device_map is None or isinstance(device_map, dict):
-        parsed = device_map
-    elif isinstance(device_map, str) and device_map.strip().startswith("{"):
-        import json
-
-        try:
-            parsed = json.loads(device_map)
-        except json.JSONDecodeError as exc:
-            raise ModelLoadError(f"device map {device_map!r} is not valid JSON: {exc}") from None
-    elif isinstance(device_map, str) and device_map.endswith(".json"):
-        import json
-
-        try:
-            parsed = json.loads(Path(device_map).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ModelLoadError(f"device map file {device_map!r} cannot be read: {exc}") from None
-    elif isinstance(device_map, str):
-        if device_map not in _DEVICE_MAP_STRATEGIES:
-            raise ModelLoadError(
-                f"device map {device_map!r} is not one of {list(_DEVICE_MAP_STRATEGIES)}, JSON text or a .json file"
-            )
-        return device_map
-    else:
-        raise ModelLoadError(f"device map {device_map!r} must be a strategy name, a dict, JSON text or a .json file")
-    if parsed is None:
-        return None
-    if not isinstance(parsed, dict) or not parsed:
-        raise ModelLoadError(f"device map {device_map!r} must map module names to devices")
-    for module, dev in parsed.items():
-        if isinstance(dev, str) and dev in _OFFLOAD_TARGETS:
-            continue
-        if str(dev) == "meta":
-            raise ModelLoadError(f"device map entry {module!r} -> 'meta': meta holds no weights; offload to 'cpu' or 'disk'")
-        try:
-            check_device(f"cuda:{dev}" if isinstance(dev, int) else dev)
-        except ModelLoadError as exc:
-            raise ModelLoadError(f"device map entry {module!r} -> {dev!r}: {exc}") from None
-    return parsed
-
-
 def list_models() -> list[dict[str, str]]:
     """The built-in model names with a description each (any hub id or local path also works)."""
     rows = [
@@ -262,7 +207,7 @@ def load_model(
     if name == TINY_RANDOM:
         hf_model, tok, source = _tiny_random(), _smollm2_tokenizer(), "random init (seed 0)"
         if device_map is not None:
-            hf_model = _dispatch(hf_model, device_map, bridge_kwargs)
+            hf_model = dispatch(hf_model, device_map, bridge_kwargs)
         loaded = _boot("tiny-random", hf_model, tok, device, dtype, None, bridge_kwargs, hub_name="tiny-random")
     elif name in BUILTIN_MODELS:
         spec = BUILTIN_MODELS[name]
@@ -292,39 +237,6 @@ def load_model(
     loaded.source = source
     return loaded
 
-
-def check_device(device: str | torch.device) -> torch.device:
-    """``device`` as a :class:`torch.device` that exists here, else a :class:`ModelLoadError` saying why
-    (an invalid name such as ``"foo"``, or a device this machine lacks such as ``"cuda:7"``). Cheap: no
-    model is loaded."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise ModelLoadError(
-            f"invalid device {str(device)!r}: expected cpu, cuda, cuda:N, mps or another torch device name"
-        ) from None
-    if dev.type == "meta":
-        raise ModelLoadError("device 'meta' holds no weights; choose cpu, cuda or cuda:N")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ModelLoadError(f"device {str(device)!r} is not available: this machine has no CUDA GPU (torch sees none)")
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise ModelLoadError(f"device {str(device)!r} is not available: this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}")
-        return dev
-    if dev.type == "cpu":
-        return dev
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelLoadError(f"device {str(device)!r} is not available: torch sees no Apple MPS device here")
-    try:
-        torch.empty(0, device=dev)
-    except Exception as exc:  # noqa: BLE001 - any failure means the device is not usable here
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ModelLoadError(f"device {str(device)!r} is not available here: {type(exc).__name__}: {first}") from None
-    return dev
-
-
-# --------------------------------------------------------------------------------------------- booting
 
 
 def _boot(name, hf_model, tok, device, dtype, device_map, bridge_kwargs, *, hub_name) -> LoadedModel:
@@ -377,58 +289,11 @@ def _boot_folder(name, folder: Path, device, dtype, device_map, bridge_kwargs, *
 
     try:
         tok = AutoTokenizer.from_pretrained(folder)
-        extra = _placement_kwargs(device_map, bridge_kwargs)
+        extra = placement_kwargs(device_map, bridge_kwargs)
         hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation="eager", **extra)
     except Exception as exc:  # noqa: BLE001 - re-raised with the model named
         raise ModelLoadError(f"model {name!r}: could not load the weights in {folder}: {exc}") from exc
     return _boot(name, hf_model, tok, device, dtype, None, bridge_kwargs, hub_name=hub_name)
-
-
-def _offload_folder(device_map: Any, bridge_kwargs: dict[str, Any]) -> str | None:
-    """``offload_folder`` from ``bridge_kwargs`` (popped), or a fresh temporary folder when the map sends
-    modules to ``disk`` and none was given (removed when the process exits)."""
-    folder = bridge_kwargs.pop("offload_folder", None)
-    to_disk = isinstance(device_map, dict) and any(v == "disk" for v in device_map.values())
-    if folder is None and (to_disk or (isinstance(device_map, str) and "max_memory" in bridge_kwargs)):
-        import atexit
-
-        folder = tempfile.mkdtemp(prefix="nasa-lens-offload-")
-        atexit.register(shutil.rmtree, folder, True)
-    return folder
-
-
-def _placement_kwargs(device_map: Any, bridge_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """``from_pretrained`` keywords that place a model by ``device_map`` (with ``max_memory`` and
-    ``offload_folder`` taken out of ``bridge_kwargs``: the bridge refuses them beside a loaded model)."""
-    if device_map is None:
-        return {}
-    extra: dict[str, Any] = {"device_map": device_map}
-    if "max_memory" in bridge_kwargs:
-        extra["max_memory"] = bridge_kwargs.pop("max_memory")
-    folder = _offload_folder(device_map, bridge_kwargs)
-    if folder is not None:
-        extra["offload_folder"] = folder
-    return extra
-
-
-def _dispatch(hf_model: Any, device_map: str | dict[str, Any], bridge_kwargs: dict[str, Any]) -> Any:
-    """Place an already-built model by ``device_map`` with Accelerate (a dict, or a strategy resolved with
-    ``max_memory``); modules on ``disk`` are offloaded to ``offload_folder``."""
-    from accelerate import dispatch_model, infer_auto_device_map
-
-    max_memory = bridge_kwargs.pop("max_memory", None)
-    folder = _offload_folder(device_map, bridge_kwargs)
-    if isinstance(device_map, str):
-        no_split = getattr(hf_model, "_no_split_modules", None) or []
-        device_map = infer_auto_device_map(hf_model, max_memory=max_memory, no_split_module_classes=no_split)
-        if any(v == "disk" for v in device_map.values()) and folder is None:
-            folder = _offload_folder({"": "disk"}, bridge_kwargs)
-    try:
-        model = dispatch_model(hf_model, device_map=device_map, offload_dir=folder)
-    except Exception as exc:  # noqa: BLE001 - a map that does not fit the model
-        raise ModelLoadError(f"device map {device_map!r} cannot place this model: {type(exc).__name__}: {exc}") from exc
-    model.hf_device_map = dict(device_map)
-    return model
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:

@@ -19,6 +19,11 @@ class InputError(NasaLensError, ValueError):
     """A value given by the user is invalid (a config field, a CLI flag, an argument of a public function)."""
 
 
+class ModelLoadError(NasaLensError, RuntimeError):
+    """A model could not be loaded (or placed: a device or device map this machine lacks); the message names
+    the model, the reason and how to get it."""
+
+
 class InputFileNotFoundError(NasaLensError, FileNotFoundError):
     """A file or folder the user named does not exist (or is not what it should be)."""
 
