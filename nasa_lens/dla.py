@@ -48,7 +48,8 @@ from tqdm.auto import tqdm
 
 from nasa_lens.heads import Head, format_head, ranked_heads
 from nasa_lens.io import atomic_path, read_json, write_json
-from nasa_lens.prompts import PromptBatch, PromptFormat, iter_batches
+from nasa_lens.parallel import over_examples
+from nasa_lens.prompts import PromptBatch, PromptFormat, by_batch_plan, iter_batches
 from nasa_lens.vocab import (
     DLA_COMPONENTS_FILE,
     DLA_META_FILE,
@@ -498,6 +499,45 @@ def _component_order(model: LoadedModel, names: Sequence[str]) -> list[str]:
     return known + sorted(set(names) - set(known))
 
 
+@over_examples(groups=by_batch_plan)
+def _dla_rows(
+    model: LoadedModel,
+    examples: Sequence[Any],
+    fmt: PromptFormat,
+    *,
+    batch_size: int,
+    progress: bool,
+    hooks: Sequence[tuple[Any, Callable[..., Any]]],
+    nas_positions: str | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Per example: the heads' split ``[example, layer, head, 3]``, the logit difference, the label, each
+    component's DLA and (with ``nas_positions``, else NaN) the NAS of every head. Data-parallel in a process
+    group (ranks take whole batches; :func:`nasa_lens.parallel.over_examples`)."""
+    from nasa_lens.nas import _stack_layers, nas_hooks
+
+    n, L, H = len(examples), int(model.n_layers), int(model.n_heads)
+    heads = np.full((n, L, H, 3), np.nan)
+    diff = np.full(n, np.nan)
+    labels = np.full(n, -1, dtype=np.int64)
+    comps: dict[str, np.ndarray] = {}
+    nas = np.full((n, L, H), np.nan)
+    bar = tqdm(total=n, desc=f"DLA {fmt.label}", disable=not progress, leave=False)
+    for idx, batch in iter_batches(model, examples, fmt, batch_size):
+        batch = batch.to(model.device)
+        extra, store = nas_hooks(batch, positions=nas_positions) if nas_positions else ([], {})
+        h, c, d = dla_for_batch(model, batch, hooks=[*hooks, *extra])
+        if nas_positions:
+            nas[idx] = _stack_layers(store, range(L)).cpu().double().numpy()
+        heads[idx] = h.cpu().numpy()
+        diff[idx] = d.cpu().numpy()
+        labels[idx] = batch.labels.cpu().numpy()
+        for name, value in c.items():
+            comps.setdefault(name, np.full(n, np.nan))[idx] = value.cpu().numpy()
+        bar.update(len(idx))
+    bar.close()
+    return heads, diff, labels, comps, nas
+
+
 def scan_dla(
     model: LoadedModel,
     dataset: Sequence[Any],
@@ -514,33 +554,16 @@ def scan_dla(
     module's ``PromptError``. ``hooks``: an intervention to run under (scoped to each forward).
     ``nas_positions`` (``"after"`` / ``"last"``): also compute NAS in the same forwards (``result.nas``).
     """
-    from nasa_lens.nas import _stack_layers, nas_hooks
-
     fmt = fmt or PromptFormat()
     examples = list(dataset)
     if not examples:
         raise DLAError("cannot compute DLA on an empty dataset")
     _check_architecture(model)
     n, L, H = len(examples), int(model.n_layers), int(model.n_heads)
-    heads = np.full((n, L, H, 3), np.nan)
-    diff = np.full(n, np.nan)
-    labels = np.full(n, -1, dtype=np.int64)
-    comps: dict[str, np.ndarray] = {}
-    nas = np.full((n, L, H), np.nan) if nas_positions else None
-    bar = tqdm(total=n, desc=f"DLA {fmt.label}", disable=not progress, leave=False)
-    for idx, batch in iter_batches(model, examples, fmt, batch_size):
-        batch = batch.to(model.device)
-        extra, store = nas_hooks(batch, positions=nas_positions) if nas_positions else ([], {})
-        h, c, d = dla_for_batch(model, batch, hooks=[*hooks, *extra])
-        if nas is not None:
-            nas[idx] = _stack_layers(store, range(L)).cpu().double().numpy()
-        heads[idx] = h.cpu().numpy()
-        diff[idx] = d.cpu().numpy()
-        labels[idx] = batch.labels.cpu().numpy()
-        for name, value in c.items():
-            comps.setdefault(name, np.full(n, np.nan))[idx] = value.cpu().numpy()
-        bar.update(len(idx))
-    bar.close()
+    heads, diff, labels, comps, nas = _dla_rows(
+        model, examples, fmt, batch_size=batch_size, progress=progress, hooks=hooks, nas_positions=nas_positions
+    )
+    nas = nas if nas_positions else None
     names = _component_order(model, list(comps))
     return DLAResult(
         heads=heads,

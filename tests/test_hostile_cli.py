@@ -49,13 +49,16 @@ def _commands(data: Path, out: Path) -> dict[str, list[str]]:
         "patch": ["patch", *m, "--data", str(data), "--out", str(out)],
         "finetune": ["finetune", *m, "--train", str(data), "--steps", "2", "--out", str(out)],
         "study": ["study", "--quick", "--model", "tiny-random", "--out", str(out)],
+        "dla": ["dla", *m, "--data", str(data), "--out", str(out)],
+        "paths": ["paths", *m, "--data", str(data), "--senders", "0.1", "--out", str(out)],
+        "compare": ["compare", *m, "--train", str(data), "--test", "arithmetic", "--methods", "base", "--out", str(out)],
     }
 
 
 # ------------------------------------------------------------------------------------------------ item 1
 
 
-@pytest.mark.parametrize("command", ["eval", "scan", "ablate", "patch", "finetune", "study"])
+@pytest.mark.parametrize("command", ["eval", "scan", "ablate", "patch", "finetune", "study", "dla", "paths", "compare"])
 def test_out_that_is_a_file_is_refused_before_any_work(command, data, tmp_path, capsys, no_model):
     out = tmp_path / "F"
     out.write_text("x\n")
@@ -193,7 +196,7 @@ def test_head_spec_is_refused_before_any_scan(argv, message, data, tmp_path, cap
     assert message in _err(capsys)
 
 
-@pytest.mark.parametrize("command", ["eval", "scan", "ablate", "patch", "finetune"])
+@pytest.mark.parametrize("command", ["eval", "scan", "ablate", "patch", "finetune", "dla", "paths", "compare"])
 def test_data_errors_come_before_the_model_loads(command, tmp_path, capsys, no_model):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "Is 2 even?", "label": "maybe"}\n')

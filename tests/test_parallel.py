@@ -26,6 +26,7 @@ COMMANDS = {
     "eval": f"eval {DATA} --out {{out}}/eval",
     "ablate": f"ablate {DATA} --heads 0.1,1.2 --mode mean --out {{out}}/ablate",
     "patch": f"patch {DATA} --no-png --out {{out}}/patch",
+    "dla": f"dla {DATA} --no-png --out {{out}}/dla",
 }
 
 
@@ -85,7 +86,7 @@ def test_single_process_is_a_no_op():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """The four commands in one process and under a 2-process torchrun (one launch)."""
+    """The commands in one process and under a 2-process torchrun (one launch)."""
     from nasa_lens.cli import main
 
     one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
@@ -108,7 +109,7 @@ def test_torchrun_scan_equals_one_process_bitwise(runs):
     assert sorted(p.name for p in (one / "scan").iterdir()) == sorted(p.name for p in (two / "scan").iterdir())
 
 
-@pytest.mark.parametrize("command", ["eval", "ablate", "patch"])
+@pytest.mark.parametrize("command", ["eval", "ablate", "patch", "dla"])
 def test_torchrun_files_equal_one_process(runs, command):
     """Per-example values bitwise equal (same batches, one thread), so every file is byte-identical,
     bootstrap intervals included (computed after the gather from all examples)."""

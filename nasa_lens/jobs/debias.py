@@ -146,20 +146,22 @@ def run_compare(cfg: CompareConfig, out: str | Path, *, command: str = "", progr
     import torch
 
     from nasa_lens.debias import compare_fixes
+    from nasa_lens.io import atomic_output, check_out_dir
     from nasa_lens.models import load_model
     from nasa_lens.plots import save_figure
     from nasa_lens.plots.debias import comparison_figure
 
+    out = check_out_dir(out)
     torch.manual_seed(cfg.seed)
-    train, tests, notes = load_compare_data(cfg)
+    train, tests, notes = load_compare_data(cfg)  # bad data is reported before the model loads
     model = load_model(cfg.model)
-    Path(out).mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     result = compare_fixes(model, train, tests, cfg.method_list, options=cfg.method_options(), format=cfg.format,
                            batch_size=cfg.batch_size, n_boot=cfg.n_boot, seed=cfg.seed, lm_loss=cfg.lm_loss, progress=progress,
-                           partial=Path(out) / "comparison.partial.csv")
+                           partial=out / "comparison.partial.csv")
     result.meta.update({"config": cfg.to_dict(), "train": cfg.train_list, "warnings": notes, "command": command})
-    out = Path(out)
-    result.save(out)
-    save_figure(comparison_figure(result.frame, title=f"De-biasing fixes on {model.name}"), out / "comparison")
-    result.write_report(out, command)
+    with atomic_output(out) as tmp:  # the files appear together (the partial CSV of a long run is kept beside them)
+        result.save(tmp)
+        save_figure(comparison_figure(result.frame, title=f"De-biasing fixes on {model.name}"), tmp / "comparison")
+        result.write_report(tmp, command)
     return result

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasa_lens.jobs.common import DataSpec, ModelSpec
+from nasa_lens.parallel import writer_only
 from nasa_lens.vocab import DLA_COMPONENTS_FILE, DLA_TABLE_FILE, FORMATS, POSITIONS, VIAS, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -53,27 +54,30 @@ def run_dla(cfg: DLAConfig, out_dir: str | Path, *, model: ModelSpec | Any, data
     """Run DLA (with NAS from the same forwards) and the OV copying score; write the files and figures."""
     from nasa_lens.copying import ov_copying
     from nasa_lens.dla import scan_dla
-    from nasa_lens.io import atomic_path
+    from nasa_lens.io import atomic_output, atomic_path, check_out_dir
     from nasa_lens.plots import save_figure
     from nasa_lens.plots.dla import nas_vs_via_no, split_bars, via_no_heatmap
     from nasa_lens.prompts import PromptFormat
 
+    out = check_out_dir(out_dir)
+    data = data.load() if isinstance(data, DataSpec) else data  # bad data is reported before the model loads
     model = model.load() if isinstance(model, ModelSpec) else model
-    data = data.load() if isinstance(data, DataSpec) else data
     fmt = PromptFormat.named(cfg.format)
     result = scan_dla(model, data, fmt, batch_size=cfg.batch_size, progress=progress, nas_positions=cfg.nas_positions)
     result.meta["config"] = cfg.to_dict()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / DLA_TABLE_FILE) as tmp:
-        result.table().to_csv(tmp, index=False)
-    with atomic_path(out / DLA_COMPONENTS_FILE) as tmp:
-        result.component_table().to_csv(tmp, index=False)
-    result.save(out)
-    ov_copying(model, fmt).save(out)
-    save_figure(via_no_heatmap(result), out / "dla_via_no_heatmap", png=cfg.png)
-    save_figure(nas_vs_via_no(result.nas.mean(0), result), out / "dla_nas_vs_via_no", png=cfg.png)
-    save_figure(split_bars(result, k=min(cfg.top_k, result.n_layers * result.n_heads)), out / "dla_split_bars", png=cfg.png)
+    with writer_only() as write:  # data-parallel (torchrun): rank 0 writes and draws, the others wait
+        if write:
+            with atomic_output(out) as tmp:  # the files appear together
+                with atomic_path(tmp / DLA_TABLE_FILE) as f:
+                    result.table().to_csv(f, index=False)
+                with atomic_path(tmp / DLA_COMPONENTS_FILE) as f:
+                    result.component_table().to_csv(f, index=False)
+                result.save(tmp)
+                ov_copying(model, fmt).save(tmp)
+                save_figure(via_no_heatmap(result), tmp / "dla_via_no_heatmap", png=cfg.png)
+                save_figure(nas_vs_via_no(result.nas.mean(0), result), tmp / "dla_nas_vs_via_no", png=cfg.png)
+                save_figure(split_bars(result, k=min(cfg.top_k, result.n_layers * result.n_heads)), tmp / "dla_split_bars",
+                            png=cfg.png)
     logger.info("wrote %s, %s and figures to %s", DLA_TABLE_FILE, DLA_COMPONENTS_FILE, out)
     return result
 
@@ -121,12 +125,14 @@ def run_paths(cfg: PathsConfig, out_dir: str | Path, *, model: ModelSpec | Any, 
     from nasa_lens.causal.paths import path_patch
     from nasa_lens.dla import scan_dla
     from nasa_lens.heads import parse_heads
+    from nasa_lens.io import atomic_output, check_out_dir
     from nasa_lens.plots import save_figure
     from nasa_lens.plots.dla import path_heatmap
     from nasa_lens.prompts import PromptFormat
 
+    out = check_out_dir(out_dir)
+    data = data.load() if isinstance(data, DataSpec) else data  # bad data is reported before the model loads
     model = model.load() if isinstance(model, ModelSpec) else model
-    data = data.load() if isinstance(data, DataSpec) else data
     fmt = PromptFormat.named(cfg.format)
     examples = list(data)
     pairs = swap_pairs(examples, fmt) if cfg.pairs == "swap" else label_pairs(model, examples, fmt)
@@ -141,8 +147,10 @@ def run_paths(cfg: PathsConfig, out_dir: str | Path, *, model: ModelSpec | Any, 
     result = path_patch(model, pairs, senders, receivers, vias=cfg.vias, direct=cfg.direct, batch_size=cfg.batch_size,
                         progress=progress)
     result.dataset = str(getattr(data, "name", ""))
-    out = Path(out_dir)
-    result.save(out)
-    for via in cfg.vias:
-        save_figure(path_heatmap(result, via), out / f"paths_heatmap_{via}", png=cfg.png)
+    with writer_only() as write:
+        if write:
+            with atomic_output(out) as tmp:
+                result.save(tmp)
+                for via in cfg.vias:
+                    save_figure(path_heatmap(result, via), tmp / f"paths_heatmap_{via}", png=cfg.png)
     return result
