@@ -495,6 +495,94 @@ def test_compare_methods_table(model, tmp_path):
     assert not hooks_remaining(model)
 
 
+
+# the numbers compare_methods gave before it dispatched on method objects (string dispatch, commit 061c1d3), on
+# tiny-random: mean logit difference and ECE on "q2", NAS of the trained heads before / after on "q2"
+PINNED_Q2 = {
+    "base": (-0.24330458293358484, 0.060504029194513975, None, None),
+    "threshold": (-0.24330458293358484, 0.060504029194513975, None, None),
+    "nasa": (-0.16409801691770554, 0.17177329957485196, -0.04411213332787156, -0.03867688006721437),
+    "random": (-0.1012477333812664, 0.025222361087799072, -0.051570662297308445, -0.039115882478654385),
+    "all": (0.0033436802526315055, 0.44068051874637604, -0.741588681936264, -0.31056908518075943),
+}
+
+
+def test_compare_methods_objects_give_the_string_dispatch_numbers(model):
+    """Method objects and names, in any order: the rows, their order and every number of the old string
+    dispatch (random's head count from nasa's selection, threshold on the shared base evaluation)."""
+    from nasa_lens.evaluate import METRIC_KEYS
+    from nasa_lens.finetune import AllHeadsMethod, NASAMethod, RandomHeadsMethod
+
+    res = compare_methods(model, TRAIN, {"q": VAL, "q2": TRAIN[3:9]}, small(heads="top:2", steps=2, eval_every=0), val=VAL,
+                          methods=[AllHeadsMethod(), "threshold", RandomHeadsMethod(), NASAMethod(), "base"], n_boot=10,
+                          nas_limit=4, general=False, progress=False, random_seed=3, threshold_limit=5, nas_sets=["q2"])
+    df = res.frame
+    assert res.meta["methods"] == ["base", "threshold", "nasa", "random", "all"]
+    want_keys = []
+    for m in res.meta["methods"]:
+        want_keys += [(m, ds, k) for ds in ("q", "q2") for k in METRIC_KEYS]
+        if m in ("nasa", "random", "all"):
+            want_keys += [(m, "q2", "nas_heads_before"), (m, "q2", "nas_heads_after")]
+    assert list(zip(df.method, df.dataset, df.metric)) == want_keys
+    assert res.thresholds == {"threshold": pytest.approx(0.4302230030298233, abs=1e-9)}
+    assert res.meta["heads"]["nasa"] == ["1.0", "1.1"] and res.meta["heads"]["random"] == ["0.3", "1.0"]
+    assert len(res.meta["heads"]["all"]) == 8 and set(res.train_results) == {"nasa", "random", "all"}
+    for m, pinned in PINNED_Q2.items():
+        for metric, want in zip(("mean_logit_diff", "ece", "nas_heads_before", "nas_heads_after"), pinned):
+            got = df[(df.method == m) & (df.dataset == "q2") & (df.metric == metric)].value
+            if want is None:
+                assert got.empty, (m, metric)
+            else:
+                assert got.item() == pytest.approx(want, rel=1e-5, abs=1e-7), (m, metric)
+
+
+def test_compare_methods_registry_and_custom_methods(model, monkeypatch):
+    from dataclasses import dataclass
+
+    import nasa_lens.finetune.compare as compare_module
+    from nasa_lens.finetune import (
+        COMPARISON_METHODS,
+        AllHeadsMethod,
+        BaseMethod,
+        ComparisonError,
+        MethodRun,
+        NASAMethod,
+        RandomHeadsMethod,
+        resolve_methods,
+    )
+    from nasa_lens.vocab import NasaLensError
+
+    assert list(COMPARISON_METHODS) == ["base", "threshold", "nasa", "random", "all"]
+    assert issubclass(ComparisonError, NasaLensError) and issubclass(ComparisonError, ValueError)
+    with pytest.raises(ComparisonError, match=r"unknown method\(s\) 'ridge'; known: base, threshold, nasa, random, all"):
+        compare_methods(model, TRAIN, {"q": VAL}, small(), methods=["base", "ridge"])
+    with pytest.raises(ComparisonError, match="two different methods named 'random'"):
+        resolve_methods(["random", RandomHeadsMethod(seed=1)])
+    with pytest.raises(ComparisonError, match="not a comparison method"):
+        resolve_methods([42])
+    assert resolve_methods(["all", "nasa", "nasa", BaseMethod()]) == [BaseMethod(), NASAMethod(), AllHeadsMethod()]
+    order = resolve_methods([RandomHeadsMethod(name="random-1", seed=1), "random", "nasa"])
+    assert [m.name for m in order] == ["nasa", "random", "random-1"]
+
+    @dataclass(frozen=True)
+    class YesCount:  # a user's method: the base model's yes-rate times n, read from the shared base evaluation
+        name: str = "yes-count"
+
+        def run(self, ctx):
+            evals, _ = ctx.base_evaluation()
+            return MethodRun([{"method": self.name, "dataset": n, "metric": "n_yes", "value": float((r.p_yes > 0.5).sum()),
+                               "ci_low": math.nan, "ci_high": math.nan, "n_params": 0, "seconds": 0.0} for n, r in evals.items()])
+
+    calls = []
+    real = compare_module.evaluate
+    monkeypatch.setattr(compare_module, "evaluate", lambda m, ds, *a, **kw: calls.append(len(ds)) or real(m, ds, *a, **kw))
+    res = compare_methods(model, TRAIN, {"q": VAL}, small(), methods=[YesCount(), "threshold"], general=False, n_boot=10, progress=False)
+    assert res.meta["methods"] == ["threshold", "yes-count"]
+    assert calls == [len(VAL)]  # the base evaluation ran once, shared, and (base not asked for) is not tabled
+    assert set(res.frame.method) == {"threshold", "yes-count"}
+    assert res.frame[res.frame.method == "yes-count"].value.tolist() == [0.0]  # tiny-random says "no" to everything
+
+
 # ------------------------------------------------------------------------------------------ CLI
 
 

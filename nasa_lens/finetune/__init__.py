@@ -45,7 +45,8 @@ Checks (:func:`compare_methods`)
     :data:`NEUTRAL_TEXT`, next-token arithmetic accuracy on :func:`arithmetic_items`); baselines with the same
     data and step budget: the same number of random heads, all heads' q/k rows, and a decision threshold
     fitted on the training split (no training). One tidy DataFrame: ``method, dataset, metric, value,
-    ci_low, ci_high, n_params, seconds``.
+    ci_low, ci_high, n_params, seconds``. Each method is a small object (``BaseMethod``, ``ThresholdMethod``,
+    ``NASAMethod``, ``RandomHeadsMethod``, ``AllHeadsMethod``) registered by name in ``COMPARISON_METHODS``.
 
 
 Modules
@@ -71,7 +72,9 @@ _LAZY = {
     "result": ("TrainResult",),
     "run": ("train_nasa",),
     "compare": ("ComparisonResult", "NEUTRAL_TEXT", "compare_methods", "fit_threshold", "lm_loss", "arithmetic_items",
-                "arithmetic_accuracy", "general_ability"),
+                "arithmetic_accuracy", "general_ability", "COMPARISON_METHODS", "ComparisonMethod", "ComparisonContext",
+                "ComparisonError", "MethodRun", "BaseMethod", "ThresholdMethod", "NASAMethod", "RandomHeadsMethod",
+                "AllHeadsMethod", "resolve_methods"),
     "adapters": ("HeadAdapter", "AdapterError", "load_adapter", "save_adapter", "read_adapter_meta", "attached_adapters"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}

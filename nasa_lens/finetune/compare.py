@@ -1,7 +1,22 @@
 """Checks and baselines for NASA: general ability (language-model loss on neutral text, next-token
 arithmetic), a decision threshold fitted on the training split (no training), and :func:`compare_methods`,
 which trains NASA and the baselines with the same data and step budget and evaluates every method everywhere
-(one tidy frame: ``method, dataset, metric, value, ci_low, ci_high, n_params, seconds``)."""
+(one tidy frame: ``method, dataset, metric, value, ci_low, ci_high, n_params, seconds``).
+
+Each method is a small frozen object (:class:`BaseMethod`, :class:`ThresholdMethod`, :class:`NASAMethod`,
+:class:`RandomHeadsMethod`, :class:`AllHeadsMethod`) with a ``name`` and ``run(ctx)``, registered by name in
+:data:`COMPARISON_METHODS`; what they share (model, data, config, the base model's evaluations, the number of
+heads NASA trains) is the :class:`ComparisonContext` of the call.
+
+Two comparisons, two layers. :func:`compare_methods` is the NASA-vs-baselines comparison of
+``docs/finetuning.md`` (trained methods with one data and step budget, NAS of the trained heads before/after,
+general-ability checks; ``experiments/nasa_comparison.py``). :func:`nasa_lens.debias.compare_fixes` (the
+``nasa-lens compare`` command, ``docs/debias.md``) compares the zero-training fixes (threshold, knockout, mask,
+steer, with NASA wrapped as one more fix) through :class:`nasa_lens.debias.DebiasMethod` (fit / apply / save).
+``debias`` sits above ``finetune`` (it wraps :func:`train_nasa`), so the method objects here are this
+comparison's own and do not import the fixes; the two registries share names (``base``, ``threshold``,
+``nasa``, ``random``) for the same ideas.
+"""
 from __future__ import annotations
 
 import logging
@@ -11,7 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -29,6 +44,7 @@ from nasa_lens.heads import Head, format_head
 from nasa_lens.io import atomic_path, read_json, write_json
 from nasa_lens.nas import nas_for_batch
 from nasa_lens.prompts import PromptFormat, iter_batches
+from nasa_lens.vocab import InputError
 
 from nasa_lens.finetune.config import NASAConfig
 from nasa_lens.finetune.result import TrainResult
@@ -239,6 +255,239 @@ def _nas_of_heads(model: LoadedModel, examples: Sequence[Any], heads: Sequence[H
     return out
 
 
+# ---------------------------------------------------------------------------------------------- methods
+
+
+class ComparisonError(InputError):
+    """:func:`compare_methods` was given a method it does not know (or two different methods of one name)."""
+
+
+@dataclass
+class MethodRun:
+    """What one method of a comparison produced: its rows of the tidy frame (see :class:`ComparisonResult`),
+    its :class:`TrainResult` when it trains, its fitted decision threshold when it fits one."""
+
+    rows: list[dict[str, Any]]
+    train_result: TrainResult | None = None
+    threshold: float | None = None
+
+
+@dataclass
+class ComparisonContext:
+    """What every method of one :func:`compare_methods` call shares: the model, the data, the config, the
+    options of the call, and two things computed once and reused: the base model's evaluations
+    (:meth:`base_evaluation`, read by ``base`` and ``threshold``) and the number of heads NASA trains
+    (:attr:`k_heads`, set by ``nasa``, read by ``random``)."""
+
+    model: LoadedModel
+    train: list[Any]
+    val: Sequence[Any] | None
+    eval_sets: Mapping[str, Sequence[Any]]
+    config: NASAConfig
+    fmt: PromptFormat
+    nas_sets: list[str]
+    nas_limit: int = 48
+    general: bool = True
+    n_boot: int = 1000
+    random_seed: int = 0
+    all_train_k: bool = True
+    ranking: np.ndarray | None = None
+    """The ``[layer, head]`` mean-NAS ranking of ``nasa``'s ``top:K`` (the one it scanned, once it ran)."""
+    threshold_limit: int | None = 128
+    progress: bool = True
+    k_heads: int | None = None
+    """How many heads ``nasa`` selected (None until it ran or :meth:`nasa_head_count` was asked)."""
+    _base: tuple[dict[str, EvalResult], list[dict[str, Any]]] | None = field(default=None, repr=False)
+
+    def evaluate_all(self, method: str, n_params: int, seconds: float) -> tuple[dict[str, EvalResult], list[dict[str, Any]]]:
+        """Evaluate the model as it is now (adapters attached) on every eval set, then (``general``) the LM
+        loss and the arithmetic accuracy: the results by set and the rows, labelled ``method``."""
+        cfg, rows, evals = self.config, [], {}
+        for name, ds in self.eval_sets.items():
+            res = evaluate(self.model, ds, self.fmt, batch_size=cfg.eval_batch_size, n_boot=self.n_boot, seed=cfg.seed, progress=self.progress)
+            evals[name] = res
+            rows.extend(_rows_from_eval(method, name, res, n_params, seconds))
+        if self.general:
+            g = general_ability(self.model)
+            rows.append(_mean_row(method, "neutral-text", "lm_loss", g["lm_loss"], n_params, seconds))
+            rows.append(_mean_row(method, "arith-next-token", "arith_accuracy", g["arith_accuracy"], n_params, seconds))
+        return evals, rows
+
+    def base_evaluation(self) -> tuple[dict[str, EvalResult], list[dict[str, Any]]]:
+        """The base model evaluated everywhere (rows labelled ``base``), computed on first use only."""
+        if self._base is None:
+            self._base = self.evaluate_all("base", 0, 0.0)
+        return self._base
+
+    def nasa_head_count(self) -> int:
+        """The number of heads ``nasa`` trains: what it selected if it ran, else what its ``heads`` spec
+        selects on the training examples (``top:1`` for ``incremental``, which starts from one head)."""
+        if self.k_heads is None:
+            cfg = self.config
+            spec = cfg.heads if cfg.heads != "incremental" else "top:1"
+            self.k_heads = len(select_heads(self.model, spec, self.train, fmt=self.fmt, ranking=self.ranking, scan_limit=cfg.scan_limit)[0])
+        return self.k_heads
+
+    def nas_of_heads(self, name: str, heads: Sequence[Head]) -> np.ndarray:
+        """Per example of the first ``nas_limit`` of eval set ``name``, the mean NAS over ``heads``."""
+        cfg = self.config
+        return _nas_of_heads(self.model, list(self.eval_sets[name])[: self.nas_limit], heads, self.fmt, cfg.nas_positions, cfg.eval_batch_size)
+
+
+@runtime_checkable
+class ComparisonMethod(Protocol):
+    """One row group of the comparison: a ``name`` (its label in the table) and :meth:`run`."""
+
+    name: str
+
+    def run(self, ctx: ComparisonContext) -> MethodRun:
+        """Do the method (fit/train, with the model restored afterwards) and return its rows."""
+        ...  # pragma: no cover
+
+
+@dataclass(frozen=True)
+class BaseMethod:
+    """The model unchanged: the shared base evaluation (:meth:`ComparisonContext.base_evaluation`)."""
+
+    name: str = "base"
+
+    def run(self, ctx: ComparisonContext) -> MethodRun:
+        _, rows = ctx.base_evaluation()
+        return MethodRun([{**r, "method": self.name} for r in rows])
+
+
+@dataclass(frozen=True)
+class ThresholdMethod:
+    """No training: the decision threshold on ``p_yes`` fitted (:func:`fit_threshold`) on the first
+    ``threshold_limit`` training examples, applied to the base predictions (re-scored, not re-run); the
+    general-ability rows are the base model's (a threshold does not change the model). One parameter."""
+
+    name: str = "threshold"
+
+    def run(self, ctx: ComparisonContext) -> MethodRun:
+        cfg = ctx.config
+        base_evals, base_rows = ctx.base_evaluation()
+        t0 = time.perf_counter()
+        fit_rows = ctx.train[: ctx.threshold_limit] if ctx.threshold_limit else ctx.train
+        p, _ = predict(ctx.model, fit_rows, ctx.fmt, batch_size=cfg.eval_batch_size, progress=ctx.progress, desc="threshold fit")
+        y = np.array([1 if ex.label == "yes" else 0 for ex in fit_rows])
+        t = fit_threshold(y, p)
+        seconds = time.perf_counter() - t0
+        rows: list[dict[str, Any]] = []
+        for name, res in base_evals.items():
+            r2 = result_from_predictions(res.ids, res.labels, res.p_yes, res.logit_diff, threshold=t, n_boot=ctx.n_boot,
+                                         seed=cfg.seed, model=res.model, dataset=res.dataset, format=res.format)
+            rows.extend(_rows_from_eval(self.name, name, r2, 1, seconds))
+        rows.extend({**r, "method": self.name, "n_params": 1, "seconds": seconds}
+                    for r in base_rows if r["dataset"] in ("neutral-text", "arith-next-token"))
+        return MethodRun(rows, threshold=t)
+
+
+@dataclass(frozen=True)
+class _TrainedMethod:
+    """A head-restricted fine-tune (:func:`train_nasa`) with the comparison's data and config, evaluated with
+    its adapter attached, plus the NAS of its heads before/after on every ``nas_sets`` eval set."""
+
+    name: str
+
+    def config_for(self, ctx: ComparisonContext) -> NASAConfig:
+        raise NotImplementedError  # pragma: no cover
+
+    def ranking_for(self, ctx: ComparisonContext) -> np.ndarray | None:
+        return None
+
+    def trained(self, ctx: ComparisonContext, res: TrainResult) -> None:
+        """Called right after training (``nasa`` records its heads for ``random``)."""
+
+    def run(self, ctx: ComparisonContext) -> MethodRun:
+        mcfg = self.config_for(ctx)
+        logger.info("compare: training %s (%s)", self.name, mcfg.heads)
+        res = train_nasa(ctx.model, ctx.train, ctx.val, mcfg, ranking=self.ranking_for(ctx))
+        self.trained(ctx, res)
+        nas_before = {name: ctx.nas_of_heads(name, res.heads) for name in ctx.nas_sets}
+        with res.adapter.applied(ctx.model):
+            _, rows = ctx.evaluate_all(self.name, res.n_params, res.seconds)
+            for name in ctx.nas_sets:
+                after = ctx.nas_of_heads(name, res.heads)
+                rows.append(_mean_row(self.name, name, "nas_heads_before", nas_before[name], res.n_params, res.seconds))
+                rows.append(_mean_row(self.name, name, "nas_heads_after", after, res.n_params, res.seconds))
+        return MethodRun(rows, train_result=res)
+
+
+@dataclass(frozen=True)
+class NASAMethod(_TrainedMethod):
+    """NASA itself: the comparison's config as given (``ranking`` for its ``top:K``, else scanned on train)."""
+
+    name: str = "nasa"
+
+    def config_for(self, ctx: ComparisonContext) -> NASAConfig:
+        return ctx.config
+
+    def ranking_for(self, ctx: ComparisonContext) -> np.ndarray | None:
+        return ctx.ranking
+
+    def trained(self, ctx: ComparisonContext, res: TrainResult) -> None:
+        ctx.k_heads = len(res.heads)
+        ctx.ranking = res.ranking if ctx.ranking is None else ctx.ranking
+
+
+@dataclass(frozen=True)
+class RandomHeadsMethod(_TrainedMethod):
+    """The control: as many random heads as NASA trains (:meth:`ComparisonContext.nasa_head_count`),
+    ``random:K:SEED`` with ``seed`` (None: the call's ``random_seed``), same config otherwise."""
+
+    name: str = "random"
+    seed: int | None = None
+
+    def config_for(self, ctx: ComparisonContext) -> NASAConfig:
+        k = ctx.nasa_head_count()
+        return ctx.config.replace(heads=f"random:{k}:{ctx.random_seed if self.seed is None else self.seed}")
+
+
+@dataclass(frozen=True)
+class AllHeadsMethod(_TrainedMethod):
+    """Every head's query rows (and key rows when ``train_k``; None: the call's ``all_train_k``; either way
+    also when the config trains them), same config otherwise."""
+
+    name: str = "all"
+    train_k: bool | None = None
+
+    def config_for(self, ctx: ComparisonContext) -> NASAConfig:
+        train_k = ctx.all_train_k if self.train_k is None else self.train_k
+        return ctx.config.replace(heads="all", train_k=train_k or ctx.config.train_k)
+
+
+COMPARISON_METHODS: dict[str, ComparisonMethod] = {
+    m.name: m for m in (BaseMethod(), ThresholdMethod(), NASAMethod(), RandomHeadsMethod(), AllHeadsMethod())
+}
+"""The methods of :func:`compare_methods` by name, in table (and run) order."""
+
+
+def resolve_methods(methods: Sequence[str | ComparisonMethod]) -> list[ComparisonMethod]:
+    """Names looked up in :data:`COMPARISON_METHODS`, objects kept; run order: the registered names in the
+    registry's order (so ``nasa`` runs before ``random``, which takes its head count), then any other names
+    in the order given. A name given twice runs once; two different methods of one name, an unknown name or
+    an object that is not a method raise :class:`ComparisonError`."""
+    if isinstance(methods, str):
+        methods = [methods]
+    unknown = [m for m in methods if isinstance(m, str) and m not in COMPARISON_METHODS]
+    if unknown:
+        raise ComparisonError(f"unknown method(s) {', '.join(map(repr, unknown))}; known: {', '.join(COMPARISON_METHODS)}")
+    by_name: dict[str, ComparisonMethod] = {}
+    for m in methods:
+        obj = COMPARISON_METHODS[m] if isinstance(m, str) else m
+        if not isinstance(obj, ComparisonMethod):
+            raise ComparisonError(f"not a comparison method: {obj!r} (give a name of {', '.join(COMPARISON_METHODS)} or an object with name and run)")
+        if obj.name in by_name and by_name[obj.name] != obj:
+            raise ComparisonError(f"two different methods named {obj.name!r}: {by_name[obj.name]!r} and {obj!r}")
+        by_name.setdefault(obj.name, obj)
+    rank = {name: i for i, name in enumerate(COMPARISON_METHODS)}
+    return sorted(by_name.values(), key=lambda m: rank.get(m.name, len(rank)))
+
+
+# ---------------------------------------------------------------------------------------------- compare_methods
+
+
 def compare_methods(
     model: LoadedModel,
     train: Sequence[Any],
@@ -246,7 +495,7 @@ def compare_methods(
     config: NASAConfig | None = None,
     *,
     val: Sequence[Any] | None = None,
-    methods: Sequence[str] = ("base", "threshold", "nasa", "random", "all"),
+    methods: Sequence[str | ComparisonMethod] = tuple(COMPARISON_METHODS),
     nas_sets: Sequence[str] | None = None,
     nas_limit: int = 48,
     general: bool = True,
@@ -265,7 +514,9 @@ def compare_methods(
         eval_sets: ``{name: examples}``: held-out splits of the training data and datasets never trained on.
         config: the NASA run; ``random`` uses the same config with as many random heads as ``nasa`` selected
             (``random:K:random_seed``), ``all`` every head (and their key rows when ``all_train_k``).
-        methods: any of ``base``, ``threshold``, ``nasa``, ``random``, ``all`` (in that order in the table).
+        methods: names of :data:`COMPARISON_METHODS` (``base``, ``threshold``, ``nasa``, ``random``, ``all``)
+            or method objects (:class:`ComparisonMethod`, e.g. ``RandomHeadsMethod(name="random-1", seed=1)``);
+            run and tabled in the order of :func:`resolve_methods`.
         nas_sets: eval sets on which the NAS of each method's heads is measured before/after (default:
             all), on the first ``nas_limit`` examples.
         general: also measure the LM loss on :data:`NEUTRAL_TEXT` and the arithmetic accuracy.
@@ -274,80 +525,28 @@ def compare_methods(
         threshold_limit: the ``threshold`` baseline is fitted on the first N training examples (None: all).
     """
     cfg = config or NASAConfig()
-    known = ("base", "threshold", "nasa", "random", "all")
-    bad = [m for m in methods if m not in known]
-    if bad:
-        raise ValueError(f"unknown methods {bad}; known: {list(known)}")
-    fmt = PromptFormat.named(cfg.format)
+    run_order = resolve_methods(methods)
     train = list(train)
+    ctx = ComparisonContext(
+        model=model, train=train, val=val, eval_sets=eval_sets, config=cfg, fmt=PromptFormat.named(cfg.format),
+        nas_sets=list(eval_sets) if nas_sets is None else list(nas_sets), nas_limit=nas_limit, general=general,
+        n_boot=n_boot, random_seed=random_seed, all_train_k=all_train_k, ranking=ranking,
+        threshold_limit=threshold_limit, progress=progress,
+    )
     rows: list[dict[str, Any]] = []
     results: dict[str, TrainResult] = {}
     thresholds: dict[str, float] = {}
-    base_evals: dict[str, EvalResult] = {}
-    nas_sets = list(eval_sets) if nas_sets is None else list(nas_sets)
-
-    def eval_all(method: str, n_params: int, seconds: float) -> dict[str, EvalResult]:
-        evals = {}
-        for name, ds in eval_sets.items():
-            res = evaluate(model, ds, fmt, batch_size=cfg.eval_batch_size, n_boot=n_boot, seed=cfg.seed, progress=progress)
-            evals[name] = res
-            rows.extend(_rows_from_eval(method, name, res, n_params, seconds))
-        if general:
-            g = general_ability(model)
-            rows.append(_mean_row(method, "neutral-text", "lm_loss", g["lm_loss"], n_params, seconds))
-            rows.append(_mean_row(method, "arith-next-token", "arith_accuracy", g["arith_accuracy"], n_params, seconds))
-        return evals
-
-    if "base" in methods or "threshold" in methods:
-        base_evals = eval_all("base", 0, 0.0)
-    if "threshold" in methods:
-        t0 = time.perf_counter()
-        fit_rows = train[:threshold_limit] if threshold_limit else train
-        p, _ = predict(model, fit_rows, fmt, batch_size=cfg.eval_batch_size, progress=progress, desc="threshold fit")
-        y = np.array([1 if ex.label == "yes" else 0 for ex in fit_rows])
-        t = fit_threshold(y, p)
-        seconds = time.perf_counter() - t0
-        thresholds["threshold"] = t
-        for name, res in base_evals.items():
-            r2 = result_from_predictions(res.ids, res.labels, res.p_yes, res.logit_diff, threshold=t, n_boot=n_boot,
-                                         seed=cfg.seed, model=res.model, dataset=res.dataset, format=res.format)
-            rows.extend(_rows_from_eval("threshold", name, r2, 1, seconds))
-        if general:  # a threshold does not change the model
-            rows.extend({**r, "method": "threshold", "n_params": 1, "seconds": seconds}
-                        for r in list(rows) if r["method"] == "base" and r["dataset"] in ("neutral-text", "arith-next-token"))
-        if "base" not in methods:
-            rows[:] = [r for r in rows if r["method"] != "base"]
-
-    k_heads: int | None = None
-    for method in ("nasa", "random", "all"):
-        if method not in methods:
-            continue
-        if method == "nasa":
-            mcfg = cfg
-        elif method == "random":
-            if k_heads is None:
-                k_heads = len(select_heads(model, cfg.heads if cfg.heads != "incremental" else "top:1", train, fmt=fmt, ranking=ranking,
-                                           scan_limit=cfg.scan_limit)[0])
-            mcfg = cfg.replace(heads=f"random:{k_heads}:{random_seed}")
-        else:
-            mcfg = cfg.replace(heads="all", train_k=all_train_k or cfg.train_k)
-        logger.info("compare: training %s (%s)", method, mcfg.heads)
-        res = train_nasa(model, train, val, mcfg, ranking=ranking if method == "nasa" else None)
-        if method == "nasa":
-            k_heads = len(res.heads)
-            ranking = res.ranking if ranking is None else ranking
-        results[method] = res
-        nas_before = {name: _nas_of_heads(model, list(eval_sets[name])[:nas_limit], res.heads, fmt, cfg.nas_positions, cfg.eval_batch_size) for name in nas_sets}
-        with res.adapter.applied(model):
-            eval_all(method, res.n_params, res.seconds)
-            for name in nas_sets:
-                after = _nas_of_heads(model, list(eval_sets[name])[:nas_limit], res.heads, fmt, cfg.nas_positions, cfg.eval_batch_size)
-                rows.append(_mean_row(method, name, "nas_heads_before", nas_before[name], res.n_params, res.seconds))
-                rows.append(_mean_row(method, name, "nas_heads_after", after, res.n_params, res.seconds))
+    for method in run_order:
+        out = method.run(ctx)
+        rows.extend(out.rows)
+        if out.train_result is not None:
+            results[method.name] = out.train_result
+        if out.threshold is not None:
+            thresholds[method.name] = out.threshold
     frame = pd.DataFrame(rows, columns=["method", "dataset", "metric", "value", "ci_low", "ci_high", "n_params", "seconds"])
     meta = {
         "model": model.name,
-        "methods": [m for m in known if m in methods],
+        "methods": [m.name for m in run_order],
         "config": cfg.to_dict(),
         "n_train": len(train),
         "n_val": len(val or []),
