@@ -132,6 +132,7 @@ def test_cli_report_rebuilds_it(tiny_study, tmp_path: Path, capsys: pytest.Captu
     assert main(["report", str(tiny_study.out_dir)]) == 0
     assert capsys.readouterr().out.strip() == str(target)
     assert target.is_file()
+    load_finished_study(tiny_study.out_dir)  # the rebuilt file is recorded in manifest.json: still a finished study
     # a figure deleted from the study: the folder is no longer a finished study, and the error names the file
     figs = tiny_study.figures_dir
     backup = tmp_path / "nas.html"

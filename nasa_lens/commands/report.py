@@ -21,10 +21,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from nasa_lens.study.html import write_report_html
-    from nasa_lens.study.pipeline import load_finished_study
+    from nasa_lens.study.common import REPORT_HTML_FILE
+    from nasa_lens.study.pipeline import load_finished_study, refresh_manifest
 
     cfg = config_from_args(HTMLReportConfig, args)
-    path = write_report_html(load_finished_study(args.dir), args.out, plotlyjs=cfg.plotlyjs)
+    study = load_finished_study(args.dir, rebuilding=(REPORT_HTML_FILE,))  # the file this command writes again
+    path = write_report_html(study, args.out, plotlyjs=cfg.plotlyjs)
+    if Path(path).resolve() == (study.out_dir / REPORT_HTML_FILE).resolve():
+        refresh_manifest(study.out_dir, REPORT_HTML_FILE)  # the folder stays a finished study
     print(path)
     return 0

@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -225,10 +226,11 @@ class StudyResult:
         return cls(out, figures_dir, cfg, stages, results, sorted(figures_dir.glob("*.*")) if figures_dir.is_dir() else [])
 
 
-def load_finished_study(out_dir: str | os.PathLike[str]) -> StudyResult:
+def load_finished_study(out_dir: str | os.PathLike[str], *, rebuilding: Sequence[str] = ()) -> StudyResult:
     """The finished study in ``out_dir``; :class:`StudyNotFinishedError` naming every missing piece otherwise
     (``results.json``, ``timings.json``, ``report.md``, a stage's ``done.json``, ``manifest.json`` or a file it
-    lists, a figure file)."""
+    lists, a figure file). ``rebuilding``: published files the caller is about to write again (``nasa-lens
+    report`` rebuilds ``report.html``), which may be missing or changed."""
     out = Path(out_dir)
     hint = f"(run `nasa-lens study --out {out}` with its config to finish it)"
     if not out.is_dir():
@@ -241,7 +243,7 @@ def load_finished_study(out_dir: str | os.PathLike[str]) -> StudyResult:
                if not (out / STAGES_DIR / t["folder"] / "done.json").is_file()]
     if missing:
         raise StudyNotFinishedError(f"{out} is not a finished study: missing {', '.join(missing)} {hint}")
-    check_published(out)
+    check_published(out, ignore=rebuilding)
     result = StudyResult.load(out)
     names = [n for figs in result.results.get("figures", {}).values() for n in figs.values()]
     missing = [f"{n}.html" for n in names if not (result.figures_dir / f"{n}.html").is_file()]
@@ -314,14 +316,22 @@ def _run_locked(cfg: StudyConfig, out: Path, figs: Path, progress: bool) -> Stud
     return result
 
 
+def refresh_manifest(out: str | os.PathLike[str], name: str) -> None:
+    """Record the new size of the published file ``name`` in ``manifest.json`` after it was rebuilt in place."""
+    out = Path(out)
+    manifest = read_json(out / MANIFEST_FILE)
+    manifest.setdefault("files", {})[name] = (out / name).stat().st_size
+    write_json(out / MANIFEST_FILE, manifest)
+
+
 class StudyIncompleteError(StudyNotFinishedError):
     """A study folder whose published files are not one run's finished set (no or a mismatched
     ``manifest.json``: a run interrupted while publishing, or still running)."""
 
 
-def check_published(out: str | os.PathLike[str]) -> None:
+def check_published(out: str | os.PathLike[str], *, ignore: Sequence[str] = ()) -> None:
     """Raise :class:`StudyIncompleteError` unless ``out`` holds a finished study: a ``manifest.json`` (written
-    last) whose files are all there with their sizes."""
+    last) whose files are all there with their sizes (except those named in ``ignore``)."""
     out = Path(out)
     manifest = out / MANIFEST_FILE
     if not manifest.is_file():
@@ -330,6 +340,8 @@ def check_published(out: str | os.PathLike[str]) -> None:
             "running); run the study again to finish it"
         )
     for name, size in (read_json(manifest).get("files") or {}).items():  # (the figures are checked by name)
+        if name in ignore:
+            continue
         path = out / name
         if not path.is_file() or path.stat().st_size != size:
             raise StudyIncompleteError(f"study folder {out} is incomplete: {name} is missing or changed since {MANIFEST_FILE}; run the study again")
