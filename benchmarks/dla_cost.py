@@ -28,23 +28,10 @@ import sys
 import time
 from pathlib import Path
 
+from _memory import reset_peak, status_kb  # benchmarks/_memory.py (run as a script: its folder is on sys.path)
+
 VARIANTS = {"plain": "(a) plain forward", "plain_last": "(b) forward, last position", "dla": "(c) DLA hooks"}
 GOALS = {"CPU time c/b": 1.3, "memory c/b": 1.3}
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -74,8 +61,8 @@ def child(args: argparse.Namespace) -> dict:
     fn = {"plain": plain, "plain_last": plain_last, "dla": dla}[args.child]
     out = fn()  # warm-up
     del out
-    rss_before = _status_kb("VmRSS")
-    exact = _reset_peak()
+    rss_before = status_kb("VmRSS")
+    exact = reset_peak()
     times, cpu = [], []
     for _ in range(args.reps):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -83,7 +70,7 @@ def child(args: argparse.Namespace) -> dict:
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         del out
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     return {"variant": args.child, "times": times, "cpu": cpu, "peak_mb": peak / 1024,
             "peak_delta_mb": (peak - rss_before) / 1024 if exact else float("nan"), "exact_peak": exact,
             "batch": [len(batch), batch.seq_len], "model": model.name, "layers_heads": [model.n_layers, model.n_heads]}

@@ -41,26 +41,13 @@ import sys
 import time
 from pathlib import Path
 
+from _memory import reset_peak, status_kb  # benchmarks/_memory.py (run as a script: its folder is on sys.path)
+
 VARIANTS = {"plain": "(a) plain forward", "nas": "(b) NAS hooks", "cache": "(c) run_with_cache + NAS"}
 GOALS = {"CPU time b/a": 1.15, "memory b/a": 1.2}
 
 
 # ------------------------------------------------------------------------------------------------ child
-
-
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def _examples(n: int, seed: int):
@@ -102,8 +89,8 @@ def child(args: argparse.Namespace) -> dict:
     fn = {"plain": plain, "nas": nas, "cache": cache}[args.child]
     out = fn()  # warm-up
     del out
-    rss_before = _status_kb("VmRSS")
-    exact = _reset_peak()
+    rss_before = status_kb("VmRSS")
+    exact = reset_peak()
     times, cpu = [], []
     for _ in range(args.reps):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -111,7 +98,7 @@ def child(args: argparse.Namespace) -> dict:
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
         del out
-    peak = _status_kb("VmHWM")
+    peak = status_kb("VmHWM")
     return {
         "variant": args.child,
         "times": times,
