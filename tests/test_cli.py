@@ -157,7 +157,8 @@ def test_every_flag_default_is_its_config_default():
     from nasa_lens.commands.flags import config_flags
 
     not_config = {  # command options that are not a field of a procedure's config
-        "data pull": {"names", "force"},
+        "data fetch": {"names", "refresh"},
+        "data pull": {"names", "refresh"},
         "eval": {"out"},
         "scan": {"out"},
         "ablate": {"out"},

