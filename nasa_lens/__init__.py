@@ -39,6 +39,8 @@ _EXPORTS = {
     "run_study": "nasa_lens.study",
     "StudyConfig": "nasa_lens.config",
     "load_config": "nasa_lens.config",
+    "NasaLensError": "nasa_lens.vocab",
+    "InputError": "nasa_lens.vocab",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,7 +6,7 @@ the negative-bias signature (high precision, low recall); ``yes_rate`` is the sh
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import METRICS_FILE, PREDICTIONS_FILE, InputError
+from nasa_lens.vocab import METRICS_FILE, PREDICTIONS_FILE, InputError, check_threshold
 
 import math
 import sys
@@ -294,6 +294,15 @@ def result_from_predictions(
     )
 
 
+def checked_examples(dataset: Any, *, labelled: bool = True, what: str = "evaluate") -> tuple[list[Any], str]:
+    """``(examples, dataset name)`` of what a public function was given as its data, checked before any forward
+    (:func:`nasa_lens.datasets.loader.as_examples`: a dataset name, Examples, dicts with question/label; plain
+    prompt strings only when ``labelled`` is False)."""
+    from nasa_lens.datasets.loader import as_examples
+
+    return as_examples(dataset, labelled=labelled, what=what)
+
+
 def evaluate(
     model: Any,
     dataset: Sequence[Any],
@@ -311,14 +320,15 @@ def evaluate(
     ``hooks`` (``(name, fn)`` pairs) let a caller evaluate an intervened model; they are scoped to this call.
     """
     fmt = fmt or PromptFormat()
-    examples = list(dataset)
+    threshold = check_threshold(threshold)
+    examples, name = checked_examples(dataset, labelled=True, what="evaluate")
     if not examples:
         raise InputError("nothing to evaluate: the sample is empty (check --limit and --split)")
     p, d = predict(model, examples, fmt, batch_size=batch_size, hooks=hooks, progress=progress)
     labels = np.array([1 if ex.label == "yes" else 0 if ex.label == "no" else -1 for ex in examples], int)
     return result_from_predictions(
         [ex.id for ex in examples], labels, p, d, threshold=threshold, n_boot=n_boot, seed=seed,
-        model=getattr(model, "name", ""), dataset=getattr(dataset, "name", ""), format=fmt.label,
+        model=getattr(model, "name", ""), dataset=name, format=fmt.label,
     )
 
 

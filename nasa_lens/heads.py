@@ -16,7 +16,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Head", "HeadSpecError", "check_head", "check_head_spec", "format_head", "format_heads", "parse_head", "parse_heads", "random_heads", "ranked_heads"]
+__all__ = ["Head", "HeadSpecError", "check_head", "check_head_spec", "check_receivers_after", "explicit_heads", "format_head", "format_heads", "parse_head", "parse_heads", "random_heads", "ranked_heads"]
 
 Head = tuple[int, int]
 
@@ -135,3 +135,29 @@ def check_head_spec(spec: str, *, also: Sequence[str] = ()) -> str:
     if len(set(heads)) != len(heads):
         raise HeadSpecError(f"head spec {spec!r} names a head twice")
     return text
+
+
+def explicit_heads(spec: str) -> list[Head] | None:
+    """The heads of a spec that lists them (``"L.H,L.H"``, form checked by :func:`check_head_spec`); None for
+    ``top:K`` / ``bottom:K`` / ``random:K`` (they need a model or a ranking)."""
+    text = check_head_spec(spec)
+    kind, sep, _ = text.partition(":")
+    if sep and kind in ("top", "bottom", "random"):
+        return None
+    return [parse_head(t) for t in text.split(",") if t.strip()]
+
+
+def check_receivers_after(senders: Sequence[Head], receivers: Sequence[Head]) -> None:
+    """Path patching: every receiver must sit in a layer after some sender (a path runs from a sender into a
+    later layer; a receiver in the senders' first layer or before would only give NaN). Raises
+    :class:`HeadSpecError` naming the first receiver that is after no sender."""
+    if not senders:
+        return
+    first = min(senders)
+    for r in receivers:
+        if not any(r[0] > s[0] for s in senders):
+            raise HeadSpecError(
+                f"receiver {format_head(r)} is not after any sender: a path runs from a sender head to a receiver "
+                f"in a later layer, and the earliest sender {format_head(first)} is in layer {first[0]}; choose "
+                f"receivers in layers after {first[0]} (or leave --receivers out: every head after the first sender)"
+            )

@@ -65,6 +65,7 @@ from nasa_lens.vocab import (
     POSITIONS,
     InputError,
     InputFileNotFoundError,
+    check_threshold,
     pattern_hook_name,
 )
 
@@ -567,9 +568,12 @@ def scan_nas(
     as in :mod:`nasa_lens.evaluate`) at no extra cost. ``hooks``: extra forward hooks for every forward (an
     intervention to score the model under), scoped to each forward.
     """
+    from nasa_lens.evaluate import checked_examples
+
     fmt = fmt or PromptFormat()
     _check_positions(positions)
-    examples = list(dataset)
+    threshold = check_threshold(threshold)
+    examples, name = checked_examples(dataset, labelled=False, what="scan_nas")
     if not examples:
         raise InputError("cannot scan an empty dataset")
     ids = [str(getattr(ex, "id", i)) for i, ex in enumerate(examples)]  # plain strings: their index
@@ -583,7 +587,7 @@ def scan_nas(
         positions=positions,
         format=fmt.label,
         model=getattr(model, "name", ""),
-        dataset=str(getattr(dataset, "name", "")),
+        dataset=name,
         kv_group=np.array([model.kv_group(h) for h in range(model.n_heads)]),
     )
 

@@ -28,6 +28,17 @@ class InputFileNotFoundError(NasaLensError, FileNotFoundError):
     """A file or folder the user named does not exist (or is not what it should be)."""
 
 
+def check_threshold(value: object, *, what: str = "threshold") -> float:
+    """The one range check of a decision threshold on ``p_yes`` (the CLI's ``--threshold``, a saved fix's
+    ``method.json``, the API's ``threshold=``): a real number strictly between 0 and 1 (NaN refused).
+    Returns it as a float; raises :class:`InputError` starting with ``what``."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < float(value) < 1.0:
+        raise InputError(f"{what} must be in (0, 1), got {value!r}")
+    return float(value)
+
+
 # ------------------------------------------------------------------------------------------------ models
 
 DEFAULT_MODEL = "smollm2-135m-instruct"

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nasa_lens.heads import Head, HeadSpecError, check_head_spec
-from nasa_lens.vocab import ABLATION_MODES, FORMATS, NasaLensError
+from nasa_lens.vocab import ABLATION_MODES, FORMATS, InputError, NasaLensError, check_threshold
 
 __all__ = ["CURVE_METRICS", "VECTOR_METRICS", "CausalError", "AblationConfig", "AblationCurveConfig", "EffectSweepConfig", "PatchingConfig"]
 
@@ -68,8 +68,10 @@ def _check_common(batch_size: int, n_boot: int, threshold: float) -> None:
         raise CausalError(f"batch_size must be >= 1, got {batch_size}")
     if n_boot < 1:
         raise CausalError(f"n_boot must be >= 1, got {n_boot}")
-    if not 0.0 < threshold < 1.0:
-        raise CausalError(f"threshold must be in (0, 1), got {threshold}")
+    try:
+        check_threshold(threshold)
+    except InputError as exc:
+        raise CausalError(str(exc)) from None
 
 
 @dataclass

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from nasa_lens.causal.config import CausalError
 from nasa_lens.causal.patching import PairSet
 from nasa_lens.causal.runner import _BatchRunner, _quantiles
-from nasa_lens.heads import Head, format_head, parse_head
+from nasa_lens.heads import Head, HeadSpecError, check_receivers_after, format_head, parse_head
 from nasa_lens.interventions import check_heads, z_hook_name
 from nasa_lens.io import atomic_path, read_json, write_json
 from nasa_lens.prompts import build_batch
@@ -284,6 +284,10 @@ def path_patch(
         receivers = [(layer, h) for layer in range(first + 1, L) for h in range(H)]
     receivers = [tuple(int(x) for x in r) for r in receivers]
     check_heads(model, receivers)
+    try:
+        check_receivers_after(senders, receivers)
+    except HeadSpecError as exc:
+        raise CausalError(str(exc)) from None
     n, S, R, V = len(pairs), len(senders), len(receivers), len(vias)
     patched = np.full((n, S, R, V), np.nan)
     direct_ = np.full((n, S), np.nan)

@@ -326,6 +326,12 @@ def _parse_record(line: str, default_id: str) -> Example:
         raise DatasetError("invalid JSON (nested too deeply)") from None
     if not isinstance(record, dict):
         raise DatasetError(f"expected a JSON object, got {type(record).__name__}")
+    return example_from_record(record, default_id)
+
+
+def example_from_record(record: dict[str, Any], default_id: str) -> Example:
+    """A dict with ``question`` and ``label`` (optional ``id``, ``context``, ``group``; the fields of a JSONL
+    line) -> Example; errors are DatasetError without location."""
     question = record.get("question")
     if not isinstance(question, str) or not question.strip():
         what = "missing" if question is None else f"got {json.dumps(question, ensure_ascii=False)}"

@@ -9,15 +9,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasa_lens.datasets.core import DatasetError, Example, YesNoDataset, jsonl_stem, read_jsonl
+from nasa_lens.datasets.core import DatasetError, Example, YesNoDataset, example_from_record, jsonl_stem, read_jsonl
 from nasa_lens.datasets.generators import DEFAULT_DIFFICULTY, DEFAULT_N, GENERATORS
 from nasa_lens.datasets.shipped import load_shipped, manifest
 from nasa_lens.datasets.sources import REGISTRY, cache_status, cached_examples, cached_path
+from nasa_lens.vocab import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-__all__ = ["load_dataset", "load_datasets", "list_datasets", "GENERATOR_OPTIONS"]
+__all__ = ["load_dataset", "load_datasets", "list_datasets", "as_examples", "GENERATOR_OPTIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -147,3 +148,40 @@ def list_datasets() -> pd.DataFrame:
                      "description": record.description})
     return pd.DataFrame(rows, columns=["name", "kind", "count", "yes", "shipped", "cached", "licence", "source",
                                        "description"])
+
+
+def as_examples(dataset: Any, *, labelled: bool = True, what: str = "evaluate") -> tuple[list[Any], str]:
+    """``(examples, dataset name)`` from what a public function was given as its dataset, checked before any
+    forward pass: a dataset (or any sequence) of :class:`Example`; a dataset name or JSONL path
+    (:func:`load_dataset` with its defaults: every example); dicts with ``question`` and ``label`` (the fields
+    of a JSONL line); plain prompt strings when ``labelled`` is False. Anything else raises
+    :class:`~nasa_lens.vocab.InputError` naming the first bad item (``what`` names the function)."""
+    if isinstance(dataset, (str, os.PathLike)):
+        dataset = load_dataset(dataset)
+    if isinstance(dataset, (bytes, dict)) or not hasattr(dataset, "__iter__"):
+        raise InputError(f"{what}: expected a dataset (a name, a path, or a sequence of examples), got {type(dataset).__name__}")
+    name = str(getattr(dataset, "name", "") or "")
+    out: list[Any] = []
+    for i, item in enumerate(dataset):
+        if isinstance(item, Example):
+            out.append(item)
+        elif isinstance(item, dict):
+            try:
+                out.append(example_from_record(item, str(i)))
+            except DatasetError as exc:
+                raise InputError(f"{what}: example {i}: {exc}") from None
+        elif isinstance(item, str) and not labelled:
+            out.append(item)
+        elif isinstance(item, str):
+            raise InputError(
+                f"{what}: example {i} is a plain string, a prompt without a label; pass Example objects, dicts with "
+                "'question' and 'label', or a dataset name such as 'arithmetic'"
+            )
+        elif hasattr(item, "question"):  # an Example-like object
+            out.append(item)
+        else:
+            raise InputError(
+                f"{what}: example {i} is of type {type(item).__name__}; pass Example objects, dicts with 'question' and "
+                "'label', or a dataset name such as 'arithmetic'"
+            )
+    return out, name

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -254,7 +255,39 @@ def read_method_meta(folder: str | Path) -> dict[str, Any]:
         raise DebiasError(f"{meta_file} is not a nasa-lens de-biasing fix (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     if meta.get("version") != DEBIAS_VERSION:
         raise DebiasError(f"{meta_file}: format version {meta.get('version')!r}; this nasa-lens reads {DEBIAS_VERSION}")
+    _check_meta_fields(meta_file, meta)
     return meta
+
+
+def _check_meta_fields(meta_file: Path, meta: dict[str, Any]) -> None:
+    """The fields of ``method.json`` that steer evaluation, checked before any model loads: ``threshold`` (the
+    one range check, :func:`nasa_lens.vocab.check_threshold`) and the numbers of ``state``."""
+    from nasa_lens.vocab import check_threshold
+
+    def bad(field: str, want: str, got: Any) -> DebiasError:
+        return DebiasError(f"{meta_file}: field {field!r} must be {want}, got {got!r}")
+
+    if "threshold" in meta:
+        try:
+            check_threshold(meta["threshold"])
+        except InputError:
+            raise bad("threshold", "a number in (0, 1)", meta["threshold"]) from None
+    for key in ("heads", "options", "state"):
+        if key in meta and not isinstance(meta[key], (list if key == "heads" else dict)):
+            raise bad(key, "a list of \"LAYER.HEAD\" strings" if key == "heads" else "an object", meta[key])
+    state = meta.get("state") or {}
+    if "alpha" in state:
+        a = state["alpha"]
+        if isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a):
+            raise bad("state.alpha", "a finite number", a)
+    if "n_reference" in state:
+        n = state["n_reference"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise bad("state.n_reference", "a non-negative integer", n)
+    if state.get("candidate_ids") is not None:
+        ids = state["candidate_ids"]
+        if not isinstance(ids, list) or len(ids) != 2 or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids):
+            raise bad("state.candidate_ids", "a list of two token ids", ids)
 
 
 def load_method(folder: str | Path, model: LoadedModel, *, check_weights: bool = True) -> DebiasMethod:

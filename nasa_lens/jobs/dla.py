@@ -44,7 +44,7 @@ class DLAConfig:
         if self.nas_positions not in POSITIONS:
             raise InputError(f"nas_positions must be one of {list(POSITIONS)}, got {self.nas_positions!r}")
         if self.top_k < 1:
-            raise InputError(f"top_k must be >= 1, got {self.top_k}")
+            raise InputError(f"--top (top_k) must be >= 1, got {self.top_k}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -98,6 +98,23 @@ class PathsConfig:
     png: bool = field(default=True, metadata={"help": "also write the figures as PNG (needs a Chromium)"})
 
     def __post_init__(self) -> None:
+        from nasa_lens.heads import HeadSpecError, check_receivers_after, explicit_heads
+
+        try:  # the specs' form (and the order of explicit lists), before any model is loaded or any scan runs
+            senders = explicit_heads(self.senders)
+        except HeadSpecError as exc:
+            raise InputError(f"--senders: {exc}") from None
+        receivers = None
+        if self.receivers is not None:
+            try:
+                receivers = explicit_heads(self.receivers)
+            except HeadSpecError as exc:
+                raise InputError(f"--receivers: {exc}") from None
+        if senders is not None and receivers is not None:
+            try:
+                check_receivers_after(senders, receivers)
+            except HeadSpecError as exc:
+                raise InputError(f"--receivers: {exc}") from None
         vias = self.vias
         if not vias or any(v not in VIAS for v in vias):
             raise InputError(f"via must list some of {list(VIAS)}, got {self.via!r}")
@@ -143,7 +160,7 @@ def run_paths(cfg: PathsConfig, out_dir: str | Path, *, model: ModelSpec | Any, 
         ranking = -scan_dla(model, pairs.clean, pairs.clean_fmt, batch_size=cfg.batch_size, progress=False).mean("via_no")
     L, H = model.n_layers, model.n_heads
     senders = parse_heads(cfg.senders, L, H, ranking)
-    receivers = parse_heads(cfg.receivers, L, H, ranking) if cfg.receivers else None
+    receivers = parse_heads(cfg.receivers, L, H, ranking) if cfg.receivers is not None else None
     result = path_patch(model, pairs, senders, receivers, vias=cfg.vias, direct=cfg.direct, batch_size=cfg.batch_size,
                         progress=progress)
     result.dataset = str(getattr(data, "name", ""))

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from nasa_lens.parallel import writer_only
 from nasa_lens.jobs.common import DataSpec, ModelSpec
-from nasa_lens.vocab import FORMATS, InputError
+from nasa_lens.vocab import FORMATS, InputError, check_threshold
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.evaluate import EvalResult
@@ -33,8 +33,7 @@ class EvalConfig:
             raise InputError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
-        if not 0 < self.threshold < 1:
-            raise InputError(f"threshold must be in (0, 1), got {self.threshold}")
+        check_threshold(self.threshold)
         if self.n_boot < 0:
             raise InputError(f"n_boot must be >= 0, got {self.n_boot}")
 
@@ -58,6 +57,10 @@ def run_eval(
 
     out = check_out_dir(out_dir)
     data = data.load() if isinstance(data, DataSpec) else data
+    if cfg.method:  # a user file: read (and its fields checked) before the model loads
+        from nasa_lens.debias.base import read_method_meta
+
+        read_method_meta(cfg.method)
     model = model.load() if isinstance(model, ModelSpec) else model
     fix, threshold = None, cfg.threshold
     if cfg.method:
