@@ -8,6 +8,7 @@ stage) go through :func:`atomic_dir` the same way.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -28,7 +29,7 @@ except ImportError:  # pragma: no cover
 from nasa_lens.vocab import NasaLensError
 
 __all__ = [
-    "cache_dir", "atomic_path", "atomic_dir", "write_text", "write_json", "read_json", "file_lock", "FolderInUseError",
+    "cache_dir", "cache_writable", "check_cache_writable", "CacheDirError", "atomic_path", "atomic_dir", "write_text", "write_json", "read_json", "file_lock", "FolderInUseError",
     "pid_alive", "fault_point", "remove_stale_temporaries", "OutputDirError", "check_out_dir", "atomic_output",
 ]
 
@@ -54,18 +55,62 @@ def fault_point(where: str = "") -> None:
         os._exit(FAULT_EXIT_CODE)
 
 
+CACHE_ENV = "NASA_LENS_CACHE"
+
+
+class CacheDirError(NasaLensError, OSError):
+    """The cache folder (``$NASA_LENS_CACHE``) cannot be used: a file, or a folder that cannot be created."""
+
+
+def _cache_base() -> tuple[Path, str]:
+    """``(cache root, how to name it in a message)``."""
+    root = os.environ.get(CACHE_ENV)
+    if root:
+        return Path(root).expanduser(), f"{CACHE_ENV}={root}"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = (Path(xdg) if xdg else Path.home() / ".cache") / "nasa-lens"
+    return base, f"the cache folder {base} (set {CACHE_ENV} to use another)"
+
+
 def cache_dir(*parts: str) -> Path:
     """The nasa-lens cache folder (``$NASA_LENS_CACHE``, else ``$XDG_CACHE_HOME/nasa-lens``, else
-    ``~/.cache/nasa-lens``), joined with ``parts`` and created."""
-    root = os.environ.get("NASA_LENS_CACHE")
-    if root:
-        base = Path(root)
-    else:
-        xdg = os.environ.get("XDG_CACHE_HOME")
-        base = (Path(xdg) if xdg else Path.home() / ".cache") / "nasa-lens"
+    ``~/.cache/nasa-lens``), joined with ``parts`` and created.
+
+    A read-only cache is usable for what is already in it: an existing folder is returned as it is (check
+    :func:`cache_writable` before writing into it). Raises :class:`CacheDirError` naming the variable when the
+    root is a file, or when the folder is missing and cannot be created."""
+    base, name = _cache_base()
+    if base.exists() and not base.is_dir():
+        raise CacheDirError(f"{name} is a file, not a folder; point {CACHE_ENV} to a folder")
     path = base.joinpath(*parts)
-    path.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        return path  # writable or not: what is there can be read
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CacheDirError(
+            f"{name}: cannot create {path} ({exc.strerror or exc}); point {CACHE_ENV} to a writable folder"
+        ) from None
     return path
+
+
+def cache_writable(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` (a cache entry to be written, or a folder) can be created: its nearest existing
+    folder is writable. False on a read-only cache, where the caller computes without caching or says so
+    (:func:`check_cache_writable`)."""
+    probe = Path(path)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    return probe.is_dir() and os.access(probe, os.W_OK | os.X_OK)
+
+
+def check_cache_writable(path: str | os.PathLike[str], what: str) -> None:
+    """Raise :class:`CacheDirError` naming the cache variable when ``what`` (missing from the cache) cannot be
+    written at ``path``: a read-only cache is usable only for what is already in it."""
+    if not cache_writable(path):
+        _, name = _cache_base()
+        raise CacheDirError(f"{name} is read-only and does not hold {what} yet ({path}); run once with a writable "
+                            f"{CACHE_ENV} to fill it, or point {CACHE_ENV} to a writable folder")
 
 
 @contextlib.contextmanager
@@ -258,6 +303,19 @@ def check_out_dir(path: str | os.PathLike[str], *, flag: str = "--out") -> Path:
     not below a file, and writable (the folder itself, or its nearest existing parent when it does not exist
     yet). Raises :class:`OutputDirError` naming the path and the reason; returns ``Path(path)``."""
     out = Path(path).expanduser()
+    for probe in (out, *out.parents):  # a symlink loop or a broken link anywhere on the path: say so now
+        try:
+            os.stat(probe)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                while probe.parent != probe and _eloop(probe.parent):
+                    probe = probe.parent  # name the link that loops, not a path below it
+                raise OutputDirError(f"{flag} {out} cannot be used: {probe} is a symbolic link loop") from None
+            if os.path.islink(probe):
+                raise OutputDirError(f"{flag} {out} cannot be used: {probe} is a broken symbolic link (to "
+                                     f"{os.readlink(probe)})") from None
+            continue
+        break
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"{flag} {out} is an existing file, not a folder; choose a folder path")
     probe = out
@@ -271,6 +329,14 @@ def check_out_dir(path: str | os.PathLike[str], *, flag: str = "--out") -> Path:
         where = "it" if probe == out else f"its parent folder {probe}"
         raise OutputDirError(f"{flag} {out}: cannot write in {where} (permission denied)")
     return out
+
+
+def _eloop(path: Path) -> bool:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
 
 
 def _merge_back(old: Path, new: Path) -> None:

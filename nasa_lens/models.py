@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from nasa_lens.io import atomic_dir, atomic_path, cache_dir
+from nasa_lens.io import atomic_dir, atomic_path, cache_dir, cache_writable, check_cache_writable
 from nasa_lens.placement import check_device, dispatch, parse_device_map, placement_kwargs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -371,10 +371,11 @@ def _assembled_gguf(spec: _GGUFSpec) -> Path:
     reused file is always whole; it is rebuilt when its size no longer matches the parts.
     """
     paths = [_package_file(spec)] + [_find_package_file(pkg, mod, fn, spec) for pkg, mod, fn in spec.parts]
-    target = cache_dir("gguf") / (spec.assembled or Path(spec.filename).name)
+    target = cache_dir() / "gguf" / (spec.assembled or Path(spec.filename).name)
     size = sum(p.stat().st_size for p in paths)
     if target.is_file() and target.stat().st_size == size:
         return target
+    check_cache_writable(target, f"the assembled {target.name}")
     logger.info("assembling %s from %d parts (first load only)", target.name, len(paths))
     digest = hashlib.sha256()
     with atomic_path(target) as tmp:
@@ -408,9 +409,10 @@ def _gguf_to_cache(path: Path, stem: str, *, architectures: tuple[str, ...] | No
     The folder is written under a temporary name and renamed when complete, so an interrupted first
     load never leaves a broken cache.
     """
-    folder = cache_dir("models") / f"{stem}-{_gguf_key(path)}"
+    folder = cache_dir() / "models" / f"{stem}-{_gguf_key(path)}"
     if (folder / "config.json").is_file() and any(folder.glob("*.safetensors")):
         return folder
+    check_cache_writable(folder, f"the dequantized {stem}")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     logger.info("dequantizing %s (first load only; cached in %s)", path.name, folder)
@@ -436,9 +438,11 @@ def _smollm2_tokenizer():
 
     spec = BUILTIN_MODELS[DEFAULT_MODEL]
     gguf = _package_file(spec)
-    folder = cache_dir("tokenizers") / f"smollm2-{_gguf_key(gguf)}"
+    folder = cache_dir() / "tokenizers" / f"smollm2-{_gguf_key(gguf)}"
     if not (folder / "tokenizer_config.json").is_file():
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        if not cache_writable(folder):  # a read-only cache: use the tokenizer without caching it
+            return tok
         with atomic_dir(folder) as tmp:
             tok.save_pretrained(tmp)
     return AutoTokenizer.from_pretrained(folder)

@@ -148,8 +148,23 @@ class DebiasMethod:
 
     @contextlib.contextmanager
     def apply(self, model: LoadedModel) -> Iterator[LoadedModel]:
-        """Apply the fix to ``model`` for the duration of the block; everything is removed on exit."""
+        """Apply the fix to ``model`` for the duration of the block; everything is removed on exit. A fix is
+        applied once at a time: ``fix.apply`` nested inside itself (which would apply it twice, e.g. steering
+        twice as far) raises :class:`DebiasError`, for every method."""
         self._check_fitted(model)
+        if getattr(self, "_applying", False):
+            raise DebiasError(f"{self.name}: this fix is already applied (a nested fix.apply() would apply it twice); "
+                              "leave the outer block first")
+        self._applying = True
+        try:
+            with self._apply(model):
+                yield model
+        finally:
+            self._applying = False
+
+    @contextlib.contextmanager
+    def _apply(self, model: LoadedModel) -> Iterator[LoadedModel]:
+        """The fix's own application (default: its forward hooks for the block); subclasses may override."""
         hooks = self._hooks(model)
         if not hooks:
             yield model

@@ -69,8 +69,7 @@ class NASA(HeadMethod):
         return int(self.adapter.n_params) if self.adapter is not None else 0
 
     @contextlib.contextmanager
-    def apply(self, model: LoadedModel) -> Iterator[LoadedModel]:
-        self._check_fitted(model)
+    def _apply(self, model: LoadedModel) -> Iterator[LoadedModel]:
         with self.adapter.applied(model):
             yield model
 
