@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Iterator, Sequence
 
 from nasa_lens.vocab import NasaLensError
@@ -55,10 +57,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        with _distributed(args):
+        with _sigterm_as_interrupt(), _distributed(args), warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, args)  # a warning is one line, no source line
             return int(args.func(args) or 0)
+    except Terminated:
+        if _rank() == 0:
+            print(f"nasa-lens {args.command}: terminated (SIGTERM); finished outputs are intact", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        if _rank() == 0:
+            print("interrupted", file=sys.stderr)
         return 130
     except NasaLensError as exc:
         return _report(args, f"error: {exc}", 2)
@@ -66,11 +74,58 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(args, f"internal error ({type(exc).__name__}): {exc}", 1)
 
 
+def _show_warning(args: argparse.Namespace, message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"nasa-lens {args.command}: warning: {message}", file=sys.stderr)
+
+
 def _report(args: argparse.Namespace, message: str, code: int) -> int:
+    """Print the one error line. Under torchrun every rank meets the same input error: only rank 0 prints it; an
+    internal error (which may be one rank's own) is printed by every rank, the others naming theirs."""
+    rank = _rank()
+    if code == 2 and rank != 0:
+        return code
     if args.verbose:
         traceback.print_exc(file=sys.stderr)
-    print(f"nasa-lens {args.command}: {message}", file=sys.stderr)
+    where = f" (rank {rank})" if rank != 0 else ""
+    print(f"nasa-lens {args.command}{where}: {message}", file=sys.stderr)
     return code
+
+
+EXIT_TERMINATED = 143
+"""Exit code after SIGTERM (128 + 15, the shell's convention), with one line on stderr."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C: every ``finally`` and atomic write unwinds as for Ctrl-C."""
+
+
+def _rank() -> int:
+    """This process's rank under torchrun (``RANK``), else 0."""
+    try:
+        return int(os.environ.get("RANK", "0")) if "WORLD_SIZE" in os.environ else 0
+    except ValueError:
+        return 0
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """For the command's duration, SIGTERM raises :class:`Terminated` in the main thread (outside the main
+    thread, or where signals cannot be set, nothing changes); the previous handler is restored after."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

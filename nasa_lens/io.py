@@ -30,7 +30,7 @@ from nasa_lens.vocab import NasaLensError
 
 __all__ = [
     "cache_dir", "cache_writable", "check_cache_writable", "CacheDirError", "atomic_path", "atomic_dir", "write_text", "write_json", "read_json", "file_lock", "FolderInUseError",
-    "pid_alive", "fault_point", "remove_stale_temporaries", "OutputDirError", "check_out_dir", "atomic_output",
+    "pid_alive", "fault_point", "remove_stale_temporaries", "OutputDirError", "check_out_dir", "check_out_file", "atomic_output",
 ]
 
 # ------------------------------------------------------------------------------------------------ fault injection
@@ -328,6 +328,21 @@ def check_out_dir(path: str | os.PathLike[str], *, flag: str = "--out") -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         where = "it" if probe == out else f"its parent folder {probe}"
         raise OutputDirError(f"{flag} {out}: cannot write in {where} (permission denied)")
+    return out
+
+
+def check_out_file(path: str | os.PathLike[str], *, flag: str = "--out") -> Path:
+    """Check, before any work, that ``path`` can be an output *file*: not a folder, and its folder can hold a
+    new file (:func:`check_out_dir`: not a file, not below a file, writable; a read-only file system counts
+    as not writable). Raises :class:`OutputDirError`; returns ``Path(path)``."""
+    out = Path(path).expanduser()
+    if out.is_dir():
+        raise OutputDirError(f"{flag} {out} is a folder; give the path of the file to write (e.g. {out / 'report.html'})")
+    parent = out.parent
+    if not parent.is_dir():
+        check_out_dir(parent, flag=f"{flag} {out}: its folder")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputDirError(f"{flag} {out}: cannot write in its folder {parent} (permission denied or a read-only file system)")
     return out
 
 

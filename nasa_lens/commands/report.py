@@ -27,8 +27,15 @@ def _report(args: argparse.Namespace) -> int:
     from nasa_lens.study.common import REPORT_HTML_FILE
     from nasa_lens.study.pipeline import load_finished_study, refresh_manifest
 
+    from nasa_lens.io import check_out_file
+
     cfg = config_from_args(HTMLReportConfig, args)
+    # the file to write is checked (not a folder, its folder writable) before anything is built
+    if args.out is not None:
+        check_out_file(args.out)
     study = load_finished_study(args.dir, rebuilding=(REPORT_HTML_FILE,))  # the file this command writes again
+    if args.out is None:
+        check_out_file(study.out_dir / REPORT_HTML_FILE, flag="report file")
     path = write_report_html(study, args.out, plotlyjs=cfg.plotlyjs)
     if Path(path).resolve() == (study.out_dir / REPORT_HTML_FILE).resolve():
         refresh_manifest(study.out_dir, REPORT_HTML_FILE)  # the folder stays a finished study

@@ -36,6 +36,7 @@ def _study(args: argparse.Namespace) -> int:
     from nasa_lens.config import load_config, parse_override
     from nasa_lens.study import run_study
 
+    check_one_process()
     overrides: dict = {}
     for text in args.overrides:
         overrides = _merge(overrides, parse_override(text))
@@ -58,6 +59,21 @@ def _study(args: argparse.Namespace) -> int:
     timings = result.timings_frame()
     print(timings.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
     return 0
+
+
+def check_one_process() -> None:
+    """``study`` runs as one process: under torchrun with several ranks it is refused before anything is
+    written (its folder, lock and stage cache belong to one run)."""
+    import os
+
+    from nasa_lens import parallel
+
+    if parallel.launched_by_torchrun() and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        raise InputError(
+            "study runs as one process, not under torchrun (one run owns the study folder, its lock and its stage "
+            "cache); run `nasa-lens study` without torchrun (eval, scan, ablate, patch, dla, paths and finetune "
+            "run data-parallel)"
+        )
 
 
 def _merge(a: dict, b: dict) -> dict:

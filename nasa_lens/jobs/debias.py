@@ -107,6 +107,23 @@ def _generator_level(name: str) -> tuple[str, dict[str, int]]:
     return name, {}
 
 
+def _data_key(name: str) -> tuple[Any, ...]:
+    """What a dataset name or path refers to, whatever its spelling: ``("generator", NAME, difficulty)`` for a
+    built-in generator (``arithmetic`` = ``arithmetic:d2``, the default level), ``("file", real path)`` for a
+    file (relative, absolute, through a symlink), ``("name", NAME)`` for anything else (a registry name)."""
+    import os
+
+    from nasa_lens.datasets.generators import DEFAULT_DIFFICULTY, GENERATORS
+
+    base, options = _generator_level(name)
+    if base in GENERATORS:
+        return ("generator", base, options.get("difficulty", DEFAULT_DIFFICULTY))
+    path = os.path.expanduser(name)
+    if os.path.exists(path):
+        return ("file", os.path.realpath(path))
+    return ("name", name)
+
+
 def load_compare_data(cfg: CompareConfig) -> tuple[list[Any], dict[str, Any], list[str]]:
     """``(training examples, {test name: dataset}, warnings)``.
 
@@ -122,8 +139,9 @@ def load_compare_data(cfg: CompareConfig) -> tuple[list[Any], dict[str, Any], li
     random.Random(cfg.seed).shuffle(train)
     tests: dict[str, Any] = {}
     notes: list[str] = []
+    train_keys = {_data_key(n) for n in cfg.train_list}
     for name in cfg.test_list:
-        split = "test" if name in cfg.train_list else None
+        split = "test" if _data_key(name) in train_keys else None  # the same data, however it is spelled
         base, options = _generator_level(name)
         ds = load_dataset(base, limit=cfg.limit, seed=cfg.seed, split=split, **options)
         if options:
@@ -134,8 +152,7 @@ def load_compare_data(cfg: CompareConfig) -> tuple[list[Any], dict[str, Any], li
         if ds.name in tests:
             raise CompareConfigError(f"two test sets are called {ds.name!r}")
         tests[ds.name] = ds
-    for note in notes:
-        logger.warning(note)
+    for note in notes:  # once each (the CLI prints a warning as one line)
         warnings.warn(note, UserWarning, stacklevel=2)
     return train, tests, notes
 

@@ -222,7 +222,7 @@ class StudyResult:
                                     float(t.get("cpu_seconds") or float("nan")))
             for t in timings["stages"]
         }
-        figures_dir = Path(timings.get("figures_dir", out / "figures"))
+        figures_dir = out / timings.get("figures_dir", "figures")  # relative to the study (an absolute one stays)
         return cls(out, figures_dir, cfg, stages, results, sorted(figures_dir.glob("*.*")) if figures_dir.is_dir() else [])
 
 
@@ -233,6 +233,8 @@ def load_finished_study(out_dir: str | os.PathLike[str], *, rebuilding: Sequence
     report`` rebuilds ``report.html``), which may be missing or changed."""
     out = Path(out_dir)
     hint = f"(run `nasa-lens study --out {out}` with its config to finish it)"
+    if out.exists() and not out.is_dir():
+        raise StudyNotFinishedError(f"{out} is not a study folder: it is a file (give the folder of `nasa-lens study --out`)")
     if not out.is_dir():
         raise StudyNotFinishedError(f"{out} is not a study folder: it does not exist")
     missing = [name for name in (RESULTS_FILE, TIMINGS_FILE, REPORT_FILE) if not (out / name).is_file()]
@@ -260,7 +262,13 @@ def run_study(
     progress: bool = True,
 ) -> StudyResult:
     """Run (or resume) the study ``cfg`` into ``out_dir``; copy the figures into ``figures_dir``
-    (default ``out_dir/figures``). See the module docstring for the stages and files."""
+    (default ``out_dir/figures``). See the module docstring for the stages and files. One process: inside a
+    process group of several ranks it raises :class:`~nasa_lens.parallel.ParallelError` before writing anything."""
+    from nasa_lens.parallel import ParallelError, world
+
+    if world().parallel:
+        raise ParallelError("run_study runs as one process, not inside a process group of several ranks (one run "
+                            "owns the study folder, its lock and its stage cache)")
     out = check_out_dir(out_dir)
     figs = Path(figures_dir) if figures_dir is not None else out / "figures"
     check_out_dir(figs, flag="figures folder")
@@ -294,7 +302,7 @@ def _run_locked(cfg: StudyConfig, out: Path, figs: Path, progress: bool) -> Stud
         out / TIMINGS_FILE,
         {
             "total_seconds_this_run": time.perf_counter() - t0,
-            "figures_dir": str(figs),
+            "figures_dir": _relative(figs, out),
             "stages": [
                 {"stage": n, "key": s.key, "folder": s.path.name, "seconds": s.seconds, "cpu_seconds": s.cpu_seconds,
                  "cached": s.cached}
@@ -311,9 +319,16 @@ def _run_locked(cfg: StudyConfig, out: Path, figs: Path, progress: bool) -> Stud
     write_report_html(result)  # report.html beside report.md: the same sections, figures interactive, offline
     names = [RESULTS_FILE, TIMINGS_FILE, REPORT_FILE, REPORT_HTML_FILE, *sorted(p.name for p in (done["report"].path / "tables").glob("*.csv"))]
     write_json(out / MANIFEST_FILE, {"files": {n: (out / n).stat().st_size for n in names},
-                                     "figures": {str(p): p.stat().st_size for p in figures}})
+                                     "figures": {_relative(p, out): p.stat().st_size for p in figures}})
     logger.info("study finished: %s", out / REPORT_FILE)
     return result
+
+
+def _relative(path: Path, out: Path) -> str:
+    """``path`` as recorded in ``timings.json`` / ``manifest.json``: relative to the study folder when inside it
+    (a copied or moved study then reads its own files), else absolute (``--figures`` elsewhere)."""
+    path, out = Path(os.path.abspath(path)), Path(os.path.abspath(out))
+    return path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
 
 
 def refresh_manifest(out: str | os.PathLike[str], name: str) -> None:
@@ -345,6 +360,11 @@ def check_published(out: str | os.PathLike[str], *, ignore: Sequence[str] = ()) 
         path = out / name
         if not path.is_file() or path.stat().st_size != size:
             raise StudyIncompleteError(f"study folder {out} is incomplete: {name} is missing or changed since {MANIFEST_FILE}; run the study again")
+    for name, size in (read_json(manifest).get("figures") or {}).items():  # relative to the study (older: absolute)
+        path = out / name
+        if not path.is_file() or path.stat().st_size != size:
+            raise StudyIncompleteError(f"study folder {out} is incomplete: the figure {name} is missing or changed since "
+                                       f"{MANIFEST_FILE}; run the study again")
 
 
 def _publish(cfg: StudyConfig, out: Path, figs: Path, done: dict[str, StageOutput], results: dict[str, Any]) -> list[Path]:
