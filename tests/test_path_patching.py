@@ -58,21 +58,26 @@ def test_q_path_by_hand(tiny, pairs):
 
 
 def test_layout_and_shared_key_value_heads(tiny, pairs):
-    res = path_patch(tiny, pairs, [(0, 1), (1, 0)], [(0, 2), (1, 0), (1, 1), (1, 3)], batch_size=4, progress=False)
-    assert res.patched.shape == (4, 2, 4, 3) and res.direct.shape == (4, 2)
-    assert np.isnan(res.patched[:, 0, 0]).all()  # receiver 0.2 is not after sender 0.1
+    res = path_patch(tiny, pairs, [(0, 1), (1, 0)], [(1, 0), (1, 1), (1, 3)], batch_size=4, progress=False)
+    assert res.patched.shape == (4, 2, 3, 3) and res.direct.shape == (4, 2)
     assert np.isnan(res.patched[:, 1]).all()  # nothing is after sender 1.0 except the logits
     assert np.isfinite(res.direct).all()
     # 1.0 and 1.1 read key/value head 0: their k and v paths are one forward; q paths differ
-    np.testing.assert_array_equal(res.patched[:, 0, 1, 1:], res.patched[:, 0, 2, 1:])
-    assert not np.allclose(res.patched[:, 0, 1, 0], res.patched[:, 0, 2, 0])
+    np.testing.assert_array_equal(res.patched[:, 0, 0, 1:], res.patched[:, 0, 1, 1:])
+    assert not np.allclose(res.patched[:, 0, 0, 0], res.patched[:, 0, 1, 0])
     frame = res.to_dataframe()
     assert set(frame.via) == {"q", "k", "v", "direct"}
     assert len(frame) == 3 * 3 + 2  # 0.1 -> 1.0/1.1/1.3 via q/k/v, plus two direct rows
     m = res.matrix("k")
-    assert list(m.index) == ["0.1", "1.0"] and list(m.columns) == ["0.2", "1.0", "1.1", "1.3"]
+    assert list(m.index) == ["0.1", "1.0"] and list(m.columns) == ["1.0", "1.1", "1.3"]
     row = frame[(frame.sender == "0.1") & (frame.receiver == "1.3") & (frame.via == "v")].iloc[0]
-    assert row.normalized == pytest.approx((res.patched[:, 0, 3, 2].mean() - res.corrupted.mean()) / res.gap)
+    assert row.normalized == pytest.approx((res.patched[:, 0, 2, 2].mean() - res.corrupted.mean()) / res.gap)
+
+
+def test_a_receiver_after_no_sender_is_refused(tiny, pairs):
+    """Receiver 0.2 is after neither sender 0.1 nor 1.0: its paths could only be NaN (issue #23, item 1)."""
+    with pytest.raises(CausalError, match="receiver 0.2 is not after any sender"):
+        path_patch(tiny, pairs, [(0, 1), (1, 0)], [(0, 2), (1, 0)], batch_size=4, progress=False)
 
 
 def test_no_difference_no_effect(tiny):
