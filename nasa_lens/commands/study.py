@@ -71,7 +71,7 @@ def check_one_process() -> None:
     if parallel.launched_by_torchrun() and int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         raise InputError(
             "study runs as one process, not under torchrun (one run owns the study folder, its lock and its stage "
-            "cache); run `nasa-lens study` without torchrun (eval, scan, ablate, patch, dla, paths and finetune "
+            "cache); run nasa-lens study without torchrun (eval, scan, ablate, patch, dla, paths and finetune "
             "run data-parallel)"
         )
 
