@@ -468,4 +468,4 @@ def test_sigterm_is_one_line_and_a_documented_code(data, tmp_path):
 @pytest.mark.parametrize("command", ["dla", "scan"])
 def test_top_zero_names_the_flag(command, data, tmp_path, capsys, no_model):
     code, err = _run([command, *TINY, "--data", str(data), "--top", "0", "--out", str(tmp_path / "o")], capsys)
-    assert code == 2 and err == f"nasa-lens {command}: error: --top (top_k) must be >= 1, got 0"
+    assert code == 2 and err == f"nasa-lens {command}: error: top_k must be >= 1, got 0 (flag --top)"

@@ -44,7 +44,7 @@ class DLAConfig:
         if self.nas_positions not in POSITIONS:
             raise InputError(f"nas_positions must be one of {list(POSITIONS)}, got {self.nas_positions!r}")
         if self.top_k < 1:
-            raise InputError(f"--top (top_k) must be >= 1, got {self.top_k}")
+            raise InputError(f"top_k must be >= 1, got {self.top_k} (flag --top)")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

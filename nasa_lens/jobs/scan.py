@@ -81,7 +81,7 @@ class ScanConfig:
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.top_k < 1:
-            raise InputError(f"--top (top_k) must be >= 1, got {self.top_k}")
+            raise InputError(f"top_k must be >= 1, got {self.top_k} (flag --top)")
         if self.split not in (None, "train", "test"):
             raise InputError(f"split must be 'train', 'test' or None, got {self.split!r}")
         if self.format not in FORMATS:
