@@ -55,6 +55,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from nasa_lens.heads import Head, check_head, format_head
+from nasa_lens.parallel import shows_progress
 from nasa_lens.prompts import PromptBatch, PromptFormat, iter_batches
 from nasa_lens.vocab import ABLATION_MODES, pattern_hook_name, z_hook_name
 
@@ -257,7 +258,7 @@ def collect_z_reference(
     n_tokens = 0
     pool: dict[int, tuple[Tensor, int, str]] = {}
     names = {z_hook_name(layer) for layer in range(L)}
-    bar = tqdm(total=len(examples), desc="z reference", disable=not progress, leave=False)
+    bar = tqdm(total=len(examples), desc="z reference", disable=not shows_progress(progress), leave=False)
     for idx, batch in iter_batches(model, examples, fmt, batch_size):
         _, cache = bridge.run_with_cache(batch.input_ids, names_filter=lambda n: n in names, **batch.forward_kwargs())
         z = torch.stack([cache[z_hook_name(layer)] for layer in range(L)]).float().cpu()  # [layer, b, pos, h, d]

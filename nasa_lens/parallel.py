@@ -42,6 +42,7 @@ __all__ = [
     "weighted_sum",
     "barrier",
     "writer_only",
+    "shows_progress",
     "launched_by_torchrun",
     "init_from_env",
 ]
@@ -287,6 +288,13 @@ def barrier() -> None:
     """Wait for every rank (no-op without a process group)."""
     if world().parallel:
         _dist().barrier()
+
+
+def shows_progress(progress: bool) -> bool:
+    """Whether this process draws a progress bar it was asked for: only the writer (rank 0) does, so a
+    ``torchrun`` log holds one bar per loop, not one per rank (a loop every rank runs in full, such as the
+    NASA steps or the mean-ablation reference, would otherwise draw it once per rank)."""
+    return bool(progress) and is_writer()
 
 
 @contextlib.contextmanager

@@ -469,3 +469,20 @@ def test_sigterm_is_one_line_and_a_documented_code(data, tmp_path):
 def test_top_zero_names_the_flag(command, data, tmp_path, capsys, no_model):
     code, err = _run([command, *TINY, "--data", str(data), "--top", "0", "--out", str(tmp_path / "o")], capsys)
     assert code == 2 and err == f"nasa-lens {command}: error: top_k must be >= 1, got 0 (flag --top)"
+
+
+@pytest.mark.parametrize(("rank", "bars"), [(0, True), (1, False)])
+def test_only_the_writer_draws_the_bars_of_loops_every_rank_runs(rank, bars, tiny, questions, capsys, monkeypatch):
+    """Under torchrun, path patching, the NASA steps and the mean-ablation reference run in full on every rank;
+    rank 0 alone draws their bars (the logs showed one bar per rank, an idle rank's stuck at its start)."""
+    from nasa_lens import parallel
+    from nasa_lens.causal.patching import swap_pairs
+    from nasa_lens.causal.paths import path_patch
+    from nasa_lens.interventions import collect_z_reference
+    from nasa_lens.prompts import PromptFormat
+
+    monkeypatch.setattr(parallel, "world", lambda: parallel.World(rank=rank, size=2, initialised=True))
+    path_patch(tiny, swap_pairs(questions[:2], PromptFormat()), [(0, 1)], [(1, 0)], vias=["q"], direct=False, progress=True)
+    collect_z_reference(tiny, questions[:2], PromptFormat(), progress=True)
+    err = capsys.readouterr().err
+    assert ("path patching" in err and "z reference" in err) is bars and (bars or err == "")

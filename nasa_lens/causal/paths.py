@@ -49,6 +49,7 @@ from nasa_lens.causal.runner import _BatchRunner, _quantiles
 from nasa_lens.heads import Head, HeadSpecError, check_receivers_after, format_head, parse_head
 from nasa_lens.interventions import check_heads, z_hook_name
 from nasa_lens.io import atomic_path, read_json, write_json
+from nasa_lens.parallel import shows_progress
 from nasa_lens.prompts import build_batch
 from nasa_lens.vocab import PATHS_FILE, VIAS
 
@@ -295,7 +296,7 @@ def path_patch(
     sender_layers = sorted({layer for layer, _ in senders})
     t0 = time.perf_counter()
     todo = sum(1 for s in senders for r in receivers if r[0] > s[0]) * V + (S if direct else 0)
-    bar = tqdm(total=n * todo, desc=f"path patching ({pairs.kind})", disable=not progress)
+    bar = tqdm(total=n * todo, desc=f"path patching ({pairs.kind})", disable=not shows_progress(progress))
     for idx, cb, xb in _pair_batches(model, pairs, batch_size):
         z_clean, c_pair = _z_cache(model, cb, sender_layers)
         z_corr, _ = _z_cache(model, xb, sender_layers)

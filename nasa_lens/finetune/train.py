@@ -280,7 +280,7 @@ def _train_heads(
     bridge = model.bridge
     was_training = bridge.training
     start = time.perf_counter() - state.seconds
-    bar = tqdm(total=cfg.steps, initial=state.step, desc=f"NASA {tag}".strip(), disable=not cfg.progress, leave=False)
+    bar = tqdm(total=cfg.steps, initial=state.step, desc=f"NASA {tag}".strip(), disable=not parallel.shows_progress(cfg.progress), leave=False)
     try:
         bridge.train(cfg.model_mode == "train")
         with adapter.applied(model):
