@@ -121,7 +121,11 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum, frame):  # noqa: ARG001
         raise Terminated()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except (ValueError, OSError):  # an embedding that does not let Python handle signals
+        yield
+        return
     try:
         yield
     finally:

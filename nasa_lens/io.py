@@ -29,8 +29,9 @@ except ImportError:  # pragma: no cover
 from nasa_lens.vocab import NasaLensError
 
 __all__ = [
-    "cache_dir", "cache_writable", "check_cache_writable", "CacheDirError", "atomic_path", "atomic_dir", "write_text", "write_json", "read_json", "file_lock", "FolderInUseError",
-    "pid_alive", "fault_point", "remove_stale_temporaries", "OutputDirError", "check_out_dir", "check_out_file", "atomic_output",
+    "cache_dir", "cache_writable", "check_cache_writable", "CacheDirError", "atomic_path", "atomic_dir", "write_text",
+    "write_json", "read_json", "file_lock", "FolderInUseError", "pid_alive", "fault_point", "remove_stale_temporaries",
+    "OutputDirError", "check_out_dir", "check_out_file", "atomic_output",
 ]
 
 # ------------------------------------------------------------------------------------------------ fault injection

@@ -25,9 +25,8 @@ def _report(args: argparse.Namespace) -> int:
 
     from nasa_lens.study.html import write_report_html
     from nasa_lens.study.common import REPORT_HTML_FILE
-    from nasa_lens.study.pipeline import load_finished_study, refresh_manifest
-
     from nasa_lens.io import check_out_file
+    from nasa_lens.study.pipeline import load_finished_study, refresh_manifest
 
     cfg = config_from_args(HTMLReportConfig, args)
     # the file to write is checked (not a folder, its folder writable) before anything is built
