@@ -146,5 +146,70 @@ def main_table(root: Path) -> None:
         print(f"| {what} | {code} | {msg if msg.startswith('(') else '`' + msg + '`'} | {test} |")
 
 
+def third_pass_table(root: Path) -> None:
+    """The CLI cases of issue #23 (docs/errors.md, "Third pass"); the API cases are in their tests."""
+    from nasa_lens.debias.base import DEBIAS_FORMAT, DEBIAS_VERSION
+
+    root.mkdir(parents=True, exist_ok=True)
+    data = write_jsonl(root / "q.jsonl", [Example(f"Is {i} even?", "yes" if i % 2 == 0 else "no", f"q{i}") for i in range(40)])
+    m, out = ["--model", "tiny-random"], str(root / "out")
+
+    def paths(*flags):
+        return ["paths", *m, "--data", str(data), *flags, "--out", out]
+
+    def method(name, **changes):
+        folder = root / name
+        folder.mkdir(exist_ok=True)
+        meta = {"format": DEBIAS_FORMAT, "version": DEBIAS_VERSION, "method": "steer", "base_model": "tiny-random",
+                "heads": ["0.1"], "threshold": 0.5, "options": {}, "state": {"alpha": 1.0}}
+        for key, value in changes.items():
+            (meta["state"] if key == "alpha" else meta)[key] = value
+        (folder / "method.json").write_text(json.dumps(meta))
+        return ["eval", *m, "--data", str(data), "--method", str(folder), "--out", out]
+
+    for link, target in (("loop", "loop"), ("broken", "nowhere")):
+        if not (root / link).is_symlink():
+            (root / link).symlink_to(root / target)
+    (root / "existing").mkdir(exist_ok=True)
+    (root / "cachefile").write_text("x")
+    cases = [
+        ("`paths --senders 1.0 --receivers 0.1`", paths("--senders", "1.0", "--receivers", "0.1")),
+        ("`paths --senders 0.0 --receivers 0.0`", paths("--senders", "0.0", "--receivers", "0.0")),
+        ("`paths --receivers 20.x`", paths("--receivers", "20.x")),
+        ('`paths --senders ""`', paths("--senders", "")),
+        ("`paths --senders 0.1,0.1`", paths("--senders", "0.1,0.1")),
+        ("`paths --senders top:0`", paths("--senders", "top:0")),
+        ("`eval --method MISSING_DIR`", ["eval", *m, "--data", str(data), "--method", str(root / "MISSING_DIR"), "--out", out]),
+        ("`--out` through a symlink loop", ["eval", *m, "--data", str(data), "--out", str(root / "loop")]),
+        ("`--out loop/sub`", ["eval", *m, "--data", str(data), "--out", str(root / "loop" / "sub")]),
+        ("`--out` a broken symbolic link", ["eval", *m, "--data", str(data), "--out", str(root / "broken")]),
+        ('`method.json` with `"threshold": 7.5`', method("t75", threshold=7.5)),
+        ('`method.json` with `"threshold": NaN`', method("tnan", threshold=float("nan"))),
+        ('`method.json` with `"threshold": "high"`', method("thigh", threshold="high")),
+        ("`method.json` with a non-numeric `alpha`", method("ax", alpha="x")),
+        ("`dla --top 0`", ["dla", *m, "--data", str(data), "--top", "0", "--out", out]),
+        ("`report q.jsonl`", ["report", str(data)]),
+        ("`report STUDY --out EXISTING_DIR`", ["report", str(root / "study"), "--out", str(root / "existing")]),
+        ("`NASA_LENS_CACHE` set to a file", "CACHEFILE"),
+    ]
+    print("| bad input | exit | message (last line of stderr) |")
+    print("|---|---|---|")
+    for what, argv in cases:
+        if argv == "CACHEFILE":
+            before = os.environ.get("NASA_LENS_CACHE")
+            os.environ["NASA_LENS_CACHE"] = str(root / "cachefile")
+            try:
+                code, msg = run(["eval", *m, "--data", "arithmetic", "--limit", "4", "--out", out])
+            finally:
+                os.environ.pop("NASA_LENS_CACHE") if before is None else os.environ.__setitem__("NASA_LENS_CACHE", before)
+        else:
+            code, msg = run(argv)
+        msg = msg.replace(str(root), "R").replace("|", "\\|")
+        print(f"| {what} | {code} | {msg if msg.startswith('(') else '`' + msg + '`'} |")
+
+
 if __name__ == "__main__":
-    main_table(Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/nasa-lens-hostile"))
+    where = Path(sys.argv[1] if len(sys.argv) > 1 else "/tmp/nasa-lens-hostile")
+    main_table(where)
+    print()
+    third_pass_table(where / "third")

@@ -223,7 +223,7 @@ def test_report_checks_its_output_before_any_work(fake_study, data, tmp_path, ca
     assert err == f"nasa-lens report: error: --out {existing} is a folder; give the path of the file to write (e.g. {existing / 'report.html'})"
     assert list(existing.iterdir()) == []
     code, err = _run(["report", str(data)], capsys)
-    assert code == 2 and err == f"nasa-lens report: error: {data} is not a study folder: it is a file (give the folder written by nasa-lens study --out)"
+    assert code == 2 and err == f"nasa-lens report: error: {data} is not a study folder: it is a file (give the --out folder of a study)"
     ro = tmp_path / "ro"
     ro.mkdir()
     _read_only(monkeypatch, ro)

@@ -234,7 +234,7 @@ def load_finished_study(out_dir: str | os.PathLike[str], *, rebuilding: Sequence
     out = Path(out_dir)
     hint = f"(run `nasa-lens study --out {out}` with its config to finish it)"
     if out.exists() and not out.is_dir():
-        raise StudyNotFinishedError(f"{out} is not a study folder: it is a file (give the folder written by nasa-lens study --out)")
+        raise StudyNotFinishedError(f"{out} is not a study folder: it is a file (give the --out folder of a study)")
     if not out.is_dir():
         raise StudyNotFinishedError(f"{out} is not a study folder: it does not exist")
     missing = [name for name in (RESULTS_FILE, TIMINGS_FILE, REPORT_FILE) if not (out / name).is_file()]
