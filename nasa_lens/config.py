@@ -17,7 +17,7 @@ section re-runs only the stages that read it (and the stages downstream of them)
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import ABLATION_MODES, CONDITION_FORMATS, DEBIAS_METHODS, DEFAULT_MODEL, FORMATS, PLOTLYJS_MODES, InputFileNotFoundError, NasaLensError, POSITIONS
+from nasa_lens.vocab import ABLATION_MODES, CONDITION_FORMATS, DEBIAS_METHODS, DEFAULT_MODEL, FORMATS, PLOTLYJS_MODES, InputError, InputFileNotFoundError, NasaLensError, POSITIONS, check_threshold
 
 import copy
 import dataclasses
@@ -137,7 +137,10 @@ class BiasConfig:
     n_boot: int = 1000
 
     def __post_init__(self) -> None:
-        _check(0 < self.threshold < 1, "bias.threshold", f"must be in (0, 1), got {self.threshold}")
+        try:
+            check_threshold(self.threshold)  # the one range check (CLI, method.json, API, config)
+        except InputError:
+            _check(False, "bias.threshold", f"must be in (0, 1), got {self.threshold}")
         _check(self.n_boot >= 0, "bias.n_boot", f"must be >= 0, got {self.n_boot}")
 
 
