@@ -116,6 +116,15 @@ def test_eval_method_folder_is_read_before_the_model(data, tmp_path, capsys, no_
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("command", ["eval", "scan", "dla"])
+def test_adapter_metadata_is_read_before_the_model(command, data, tmp_path, capsys, no_model):
+    missing = tmp_path / "MISSING_ADAPTER"
+    code, err = _run([command, *TINY, "--data", str(data), "--adapter", str(missing), "--out", str(tmp_path / "o")], capsys)
+    assert code == 2
+    assert err == (f"nasa-lens {command}: error: no adapter at {missing}: expected a folder holding adapter.safetensors + "
+                   "adapter.json, or a .safetensors file")
+
+
 # ------------------------------------------------------------------------------------------------ item 4
 
 

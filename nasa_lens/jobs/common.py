@@ -28,7 +28,12 @@ class ModelSpec:
             raise InputError("give either device or device_map, not both")
 
     def load(self) -> Any:
-        """Load the model and attach the adapter (if any)."""
+        """Load the model and attach the adapter (if any); the adapter's metadata, a user file, is read and
+        checked first, before the model loads."""
+        if self.adapter:
+            from nasa_lens.adapters import read_adapter_meta
+
+            read_adapter_meta(self.adapter)
         model = load_job_model(self.model, device=self.device, device_map=self.device_map)
         attach_job_adapter(model, self.adapter)
         return model
