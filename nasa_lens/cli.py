@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import logging
 import os
 import sys
 import traceback
 from collections.abc import Iterator, Sequence
 
+from nasa_lens import __version__
+from nasa_lens.commands.helptext import CommandParser, add_examples
+from nasa_lens.commands.logs import add_logging_args, cli_logging, file_log
 from nasa_lens.vocab import NasaLensError
 
 COMMAND_MODULES = (
@@ -26,11 +28,13 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="nasa-lens",
-        description="Negative-bias interpretability: NAS head scans, causal tests and NASA fine-tuning.",
+        description="Negative-bias interpretability: NAS head scans, causal tests and NASA fine-tuning. "
+        "`nasa-lens COMMAND --help` describes each command.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"nasa-lens {__version__}")
+    add_logging_args(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -40,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    add_examples(parser)
     return parser
 
 
@@ -53,7 +58,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with cli_logging(args, sys.argv[1:] if argv is None else argv):
+            code = _run(args)
+            file_log().info("exit code %d", code)
+            return code
+    except NasaLensError as exc:  # the log file itself could not be opened
+        return _report(args, f"error: {exc}", 2)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         with _distributed(args):
             return int(args.func(args) or 0)
@@ -69,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _report(args: argparse.Namespace, message: str, code: int) -> int:
     if args.verbose:
         traceback.print_exc(file=sys.stderr)
+    file_log().error("%s", message, exc_info=True)
     print(f"nasa-lens {args.command}: {message}", file=sys.stderr)
     return code
 

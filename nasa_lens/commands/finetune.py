@@ -16,6 +16,7 @@ from pathlib import Path
 
 from nasa_lens.commands.common import add_model_args, add_out_arg, model_spec
 from nasa_lens.commands.flags import add_config_flags, config_from_args
+from nasa_lens.commands.logs import progress_on
 from nasa_lens.finetune.config import NASAConfig
 from nasa_lens.jobs.finetune import FinetuneJob
 
@@ -36,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _finetune(args: argparse.Namespace) -> int:
     from nasa_lens.jobs.finetune import run_finetune
 
-    cfg = config_from_args(NASAConfig, args)
+    cfg = config_from_args(NASAConfig, args, progress=args.progress and progress_on(args))
     job = config_from_args(FinetuneJob, args)
     out = Path(args.out)
     result = run_finetune(cfg, job, out, model=model_spec(args))
