@@ -193,6 +193,6 @@ def run_explorer(work: Path, *, model: str = "tiny-random", data: str = "arithme
 if __name__ == "__main__":  # pragma: no cover - writes the screenshot of docs/explore.md
     args = sys.argv[1:]
     out = Path(args[0]) if args else ROOT / "docs" / "img" / "jupyter_explorer.png"
-    result = run_explorer(Path(tempfile.mkdtemp(prefix="nasa-lens-05-")), screenshot=out,
+    result = run_explorer(Path(tempfile.mkdtemp(prefix="nasa-lens-05-")), screenshot=out, timeout=1200,
                           **({"model": args[1], "data": args[2]} if len(args) >= 3 else {}))
     print(json.dumps({k: v for k, v in result.items() if k not in ("requests",)}, indent=1, default=str))

@@ -154,7 +154,8 @@ def add_config_flags(
                 kwargs["help"] = text or None
             else:
                 kwargs["default"] = default
-                kwargs["help"] = text if "(default" in text else (text + " " if text else "") + "(default: %(default)s)"
+                states_default = re.search(r"\bdefault\b", text)  # "(default: the bridge's choice)": one is enough
+                kwargs["help"] = text if states_default else (text + " " if text else "") + "(default: %(default)s)"
         parser.add_argument(flag, **kwargs)
         record[f.name] = [(config_cls, f.name)]
 

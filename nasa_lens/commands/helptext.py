@@ -23,16 +23,17 @@ EXAMPLES: dict[str, str] = {
     "data pull": "nasa-lens data pull strategyqa boolq",
     "eval": "nasa-lens eval --data strategyqa --limit 40 --out results/eval",
     "scan": "nasa-lens scan --data strategyqa --limit 40 --top 5 --out results/scan",
-    "ablate": "nasa-lens ablate --data strategyqa --limit 40 --heads top:1 --nas results/scan --out results/ablate",
-    "patch": "nasa-lens patch --data strategyqa --limit 16 --pairs swap --what z --max-pairs 2 --out results/patch",
+    "ablate": "nasa-lens ablate --data strategyqa --limit 40 --heads top:1 --nas results/scan --out results/a1",
+    "patch": "nasa-lens patch --data strategyqa --limit 16 --pairs swap --max-pairs 2 --out results/patch",
     "dla": "nasa-lens dla --data strategyqa --limit 40 --out results/dla",
     "paths": "nasa-lens paths --data strategyqa --limit 16 --senders top:4 --out results/paths",
     "finetune": "nasa-lens finetune --train strategyqa --limit 32 --steps 4 --out results/nasa",
     "study": "nasa-lens study --quick --out results/quick",
     "report": "nasa-lens report results/quick --plotlyjs shared",
-    "compare": "nasa-lens compare --train arithmetic --test arithmetic,comparison --steps 4 --limit 32 --out results/compare",
+    "compare": "nasa-lens compare --train arithmetic --test arithmetic,comparison --steps 4 --out results/cmp",
 }
-"""One example command line per command path (``""`` is ``nasa-lens`` itself); each must parse."""
+"""One example command line per command path (``""`` is ``nasa-lens`` itself); each must parse and, indented,
+fit 100 columns."""
 
 _ROLE = re.compile(r":(?:py:)?(?:func|class|meth|mod|attr|data|obj|exc|ref|doc|term):`(~?)([^`]+)`")
 _LITERAL = re.compile(r"``(.+?)``", re.S)

@@ -83,20 +83,28 @@ def _wrap(text: str, width: int) -> list[str]:
     return textwrap.wrap(text, width, break_long_words=True, break_on_hyphens=False) or [""]
 
 
-def _widths(natural: list[int], numeric: list[bool], width: int) -> list[int]:
-    """Column widths whose sum (with the gaps) is at most ``width``: numbers keep theirs; the text columns
-    wider than :data:`MIN_TEXT` share what is left in proportion to their excess over it. On a terminal too
-    narrow even for that, the widest column is cut first, any column down to 1."""
+def _widths(natural: list[int], numeric: list[bool], width: int, words: list[tuple[int, int]] | None = None) -> list[int]:
+    """Column widths whose sum (with the gaps) is at most ``width``: numbers and the first column (the row's
+    name) keep theirs; the other text columns share what is left in proportion to their excess over their
+    floor (their longest word, so that names are not cut; when the floors do not fit, the column with the
+    most words (prose, not names) gives up its floor first, down to :data:`MIN_TEXT`). On a
+    terminal too narrow even for that, the widest column is cut first, any column down to 1."""
     widths = list(natural)
     budget = width - GAP * (len(widths) - 1)
     if sum(widths) <= budget:
         return widths
-    text = [i for i, w in enumerate(natural) if not numeric[i] and w > MIN_TEXT]
-    room = budget - sum(w for i, w in enumerate(natural) if i not in text) - MIN_TEXT * len(text)
+    words = words or [(0, 0)] * len(natural)  # per column: (longest word, number of words)
+    text = [i for i, w in enumerate(natural) if i > 0 and not numeric[i] and w > MIN_TEXT]  # the first: the row's name
+    fixed = sum(w for i, w in enumerate(natural) if i not in text)
+    floors = {i: min(natural[i], max(MIN_TEXT, words[i][0])) for i in text}
+    while sum(floors.values()) > budget - fixed and any(f > MIN_TEXT for f in floors.values()):
+        i = max((i for i in text if floors[i] > MIN_TEXT), key=lambda j: words[j][1])  # prose (most words) first
+        floors[i] -= 1
+    room = budget - fixed - sum(floors.values())
     if text and room >= 0:
-        excess = sum(natural[i] - MIN_TEXT for i in text)
+        excess = sum(natural[i] - floors[i] for i in text) or 1
         for i in text:
-            widths[i] = MIN_TEXT + (natural[i] - MIN_TEXT) * room // excess
+            widths[i] = floors[i] + (natural[i] - floors[i]) * room // excess
         return widths
     for i in text:
         widths[i] = MIN_TEXT
@@ -122,7 +130,9 @@ def format_table(
     cells = [[_cell(r.get(c), fmts[c]) for c in columns] for r in rows]
     numeric = [bool(rows) and all(_is_number(r.get(c)) or _plain(r.get(c)) is None for r in rows) for c in columns]
     natural = [max([len(c), *(len(row[i]) for row in cells)]) for i, c in enumerate(columns)]
-    widths = _widths(natural, numeric, width)
+    words = [(max([len(w) for row in cells for w in row[i].split()] or [0]), sum(len(row[i].split()) for row in cells))
+             for i in range(len(columns))]
+    widths = _widths(natural, numeric, width, words)
     lines = []
     for row in [list(columns), ["-" * w for w in widths], *cells]:
         wrapped = [_wrap(text, w) for text, w in zip(row, widths)]
