@@ -33,6 +33,7 @@ frame = list_datasets()
 shipped = frame["kind"].eq("generator")
 if "shipped" in frame.columns:  # datasets carried inside the package (nasa_lens/datasets/data)
     shipped |= frame["shipped"].astype(bool)
+    out["shipped"] = sorted(frame.loc[frame["shipped"].astype(bool), "name"])
 out["datasets"] = {}
 for name in frame.loc[shipped, "name"]:
     ds = load_dataset(name, limit=4, seed=0)
@@ -112,6 +113,8 @@ def test_installed_wheel_works_from_another_folder(installed: dict[str, Path]) -
     assert Path(out["file"]).resolve().is_relative_to(target.resolve())  # the installed copy, not the checkout
     assert out["version"] == out["dist_version"]
     assert "arithmetic" in out["datasets"] and len(out["datasets"]) >= 11
+    if (ROOT / "nasa_lens" / "datasets" / "data").is_dir():  # the real datasets, read from the installed package
+        assert {"strategyqa", "boolq", "gsm8k-verify"} <= set(out["shipped"]) <= set(out["datasets"])
     assert all(labels == ["no", "no", "yes", "yes"] for labels in out["datasets"].values()), out["datasets"]
     assert out["eval_n"] == 4
     assert out["figures"] == ["nas.html", "plotly.min.js"] and out["plotly_bundle"] > 1_000_000
