@@ -2,8 +2,8 @@
 system's headless Chromium over the DevTools pipe (:class:`nasa_lens.browser.BrowserSession`, every other host
 unresolvable), run all cells, click a cell of the NAS explorer's heatmap, read what the page shows.
 
-Used by ``tests/test_jupyter.py``; ``python tests/jupyter_frontend.py OUT.png [MODEL DATA]`` writes the
-screenshot of docs/explore.md (default: tiny-random on arithmetic, as the test).
+Used by ``tests/test_jupyter.py``; ``python tests/jupyter_frontend.py OUT.png [MODEL DATA [LAYER.HEAD]]`` writes
+the screenshot of docs/explore.md (default: tiny-random on arithmetic, as the test).
 """
 from __future__ import annotations
 
@@ -126,8 +126,9 @@ def jupyter_server(root: Path, env: dict[str, str], *, timeout: float = 120) -> 
 
 
 def run_explorer(work: Path, *, model: str = "tiny-random", data: str = "arithmetic", screenshot: Path | None = None,
-                 width: int = 1280, height: int = 1000, timeout: float = 300) -> dict[str, Any]:
-    """Open notebook 05 in JupyterLab, run all cells, click a heatmap cell; what was seen (see the keys)."""
+                 width: int = 1280, height: int = 1000, timeout: float = 300, click: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Open notebook 05 in JupyterLab, run all cells, click a heatmap cell (``click``: (layer, head); default:
+    the first head of the last layer the notebook has not selected); what was seen (see the keys)."""
     from nasa_lens.browser import BrowserSession
 
     work.mkdir(parents=True, exist_ok=True)
@@ -166,6 +167,8 @@ def run_explorer(work: Path, *, model: str = "tiny-random", data: str = "arithme
         # click a head the notebook has not selected: the first cell of the last layer, or its neighbour
         layer = before["ny"] - 1
         head = 0 if f"head {layer}.0:" not in before["status"] else 1
+        if click is not None:
+            layer, head = click
         seen["clicked"] = f"{layer}.{head}"
         point = json.loads(tab.evaluate(f"({_CELL_POINT_JS})({layer}, {head})"))
         time.sleep(0.5)
@@ -193,6 +196,8 @@ def run_explorer(work: Path, *, model: str = "tiny-random", data: str = "arithme
 if __name__ == "__main__":  # pragma: no cover - writes the screenshot of docs/explore.md
     args = sys.argv[1:]
     out = Path(args[0]) if args else ROOT / "docs" / "img" / "jupyter_explorer.png"
-    result = run_explorer(Path(tempfile.mkdtemp(prefix="nasa-lens-05-")), screenshot=out, timeout=1200,
-                          **({"model": args[1], "data": args[2]} if len(args) >= 3 else {}))
+    extra: dict[str, Any] = {"model": args[1], "data": args[2]} if len(args) >= 3 else {}
+    if len(args) >= 4:  # LAYER.HEAD to click, and a taller page that shows the card below the heatmap
+        extra.update(click=tuple(int(x) for x in args[3].split(".")), height=1700)
+    result = run_explorer(Path(tempfile.mkdtemp(prefix="nasa-lens-05-")), screenshot=out, timeout=1200, **extra)
     print(json.dumps({k: v for k, v in result.items() if k not in ("requests",)}, indent=1, default=str))

@@ -37,7 +37,7 @@ def test_table_fits_the_width_and_keeps_every_word(width: int) -> None:
         for pkg in ROWS[0]["package"].split():
             assert pkg in text
     body = " ".join(text.split())
-    assert "0.123" in body and "nan" not in body  # floats formatted, a NaN left empty
+    assert "0.123" in body and "nan" not in body and "n/a" in body  # floats formatted, a NaN as n/a
     if width >= 400:  # wide enough: one line per row
         assert len(lines) == 2 + len(ROWS)
 

@@ -67,6 +67,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _cell(value: Any, spec: str | None) -> str:
+    if isinstance(value, float) and math.isnan(value) or hasattr(value, "dtype") and value.dtype.kind == "f" and math.isnan(value):
+        return "n/a"  # undefined (a precision with no yes answer); JSON has null
     value = _plain(value)
     if value is None:
         return ""
