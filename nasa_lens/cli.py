@@ -54,7 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     Errors by kind: bad input (a :class:`~nasa_lens.vocab.NasaLensError`) is one line
     ``nasa-lens CMD: error: ...`` and exit code 2; any other exception is a bug or an environment failure
     (a torch error, out of memory): one line ``nasa-lens CMD: internal error (TypeName): ...`` and exit code 1.
-    ``-v`` adds the traceback to stderr (the exit code stays the same). Ctrl-C exits with 130.
+    ``-v`` adds the traceback to stderr (the exit code stays the same). Ctrl-C exits with 130. ``-q`` turns the
+    progress bars off; ``--log-file FILE`` appends the command line, the run's INFO messages, any error with its
+    traceback and the exit code to FILE (:mod:`nasa_lens.commands.logs`).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
