@@ -88,7 +88,7 @@ def jupyter_server(root: Path, env: dict[str, str], *, timeout: float = 120) -> 
     (config / "labconfig" / "page_config.json").write_text(json.dumps(
         {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
     server_env = {**os.environ, **env, "JUPYTER_CONFIG_DIR": str(config), "JUPYTER_DATA_DIR": str(home / "data"),
-                  "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTER_PLATFORM_DIRS": "1", "HOME": str(home),
+                  "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTER_PLATFORM_DIRS": "1",
                   "IPYTHONDIR": str(home / "ipython"),
                   # the server itself must not reach out either: any proxied request fails at once
                   "HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": "127.0.0.1,localhost"}
