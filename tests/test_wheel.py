@@ -60,6 +60,7 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    pytest.importorskip("setuptools", reason="the offline wheel build (--no-build-isolation) needs setuptools: pip install '.[dev]'")
     base = tmp_path_factory.mktemp("wheel")
     src = base / "src"  # only what a source distribution carries: the build never sees tests/, results/, .venv/
     src.mkdir()
