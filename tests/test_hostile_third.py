@@ -332,7 +332,8 @@ def test_compare_recognises_the_same_data_whatever_its_spelling(data, tmp_path, 
 
 def test_compare_warning_is_one_line(data, tmp_path, capsys):
     out = tmp_path / "o"
-    code = main(["compare", *TINY, "--train", str(data), "--test", str(data), "--methods", "base", "--limit", "4",
+    # -q: no progress bars, so the warning must be the last line (before, a Python source line followed it)
+    code = main(["-q", "compare", *TINY, "--train", str(data), "--test", str(data), "--methods", "base", "--limit", "4",
                  "--train-limit", "8", "--n-boot", "10", "--no-lm-loss", "--out", str(out)])
     assert code == 0
     lines = capsys.readouterr().err.strip().splitlines()

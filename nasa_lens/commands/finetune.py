@@ -16,6 +16,8 @@ from pathlib import Path
 
 from nasa_lens.commands.common import add_model_args, add_out_arg, model_spec
 from nasa_lens.commands.flags import add_config_flags, config_from_args
+from nasa_lens.commands.logs import progress_on
+from nasa_lens.commands.tables import add_json_flag, print_table, say
 from nasa_lens.finetune.config import NASAConfig
 from nasa_lens.jobs.finetune import FinetuneJob
 
@@ -30,19 +32,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_flags(p, FinetuneJob)
     add_config_flags(p, NASAConfig, exclude=("betas",), rename={"nas_positions": "positions"})
     add_out_arg(p, "output folder")
+    add_json_flag(p)
     p.set_defaults(func=_finetune)
 
 
 def _finetune(args: argparse.Namespace) -> int:
     from nasa_lens.jobs.finetune import run_finetune
 
-    cfg = config_from_args(NASAConfig, args)
+    cfg = config_from_args(NASAConfig, args, progress=args.progress and progress_on(args))
     job = config_from_args(FinetuneJob, args)
     out = Path(args.out)
     result = run_finetune(cfg, job, out, model=model_spec(args))
-    print(result.summary())
-    if result.before is not None and result.after is not None:
-        for key in ("accuracy", "precision", "recall", "pr_gap", "yes_rate", "auroc"):
-            print(f"  {key:10s} {result.before.metrics[key]:.3f} -> {result.after.metrics[key]:.3f}")
-    print(f"wrote {out / 'adapter.safetensors'}, adapter.json, metrics.json and history.csv in {out}")
+    say(args, result.summary())
+    if result.before is not None and result.after is not None:  # validation metrics before and after
+        print_table(args, [{"metric": key, "before": result.before.metrics[key], "after": result.after.metrics[key]}
+                           for key in ("accuracy", "precision", "recall", "pr_gap", "yes_rate", "auroc")])
+    say(args, f"wrote {out / 'adapter.safetensors'}, adapter.json, metrics.json and history.csv in {out}")
     return 0

@@ -2,7 +2,8 @@
 
 :func:`add_config_flags` adds one flag per field of a config dataclass: ``--field-name`` (``rename`` maps a
 field to another flag name), its default the field's default, its help the field's ``metadata["help"]`` (else
-the entry of the class docstring's ``Attributes:`` section), its type from the annotation: ``int``,
+the entry of the class docstring's ``Attributes:`` section; plain text, and one default: the field's unless
+the help states its own), its type from the annotation: ``int``,
 ``float``, ``str``, ``X | None``, ``Literal[...]`` (choices; or ``metadata["choices"]``), and ``bool`` as
 ``--name`` (default False) or ``--no-name`` (default True). :func:`config_from_args` builds the config back
 from the parsed namespace (the flag's ``dest`` is the field name).
@@ -24,6 +25,8 @@ import types
 import typing
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
+
+from nasa_lens.commands.helptext import plain_text
 
 __all__ = ["add_config_flags", "config_from_args", "config_flags"]
 
@@ -132,7 +135,7 @@ def add_config_flags(
         if scalar is None:
             raise TypeError(f"{config_cls.__name__}.{f.name}: type {hints[f.name]} has no flag form; exclude it")
         name = rename.get(f.name, f.name).replace("_", "-")
-        text = (f.metadata.get("help") or doc.get(f.name, "")).replace("``", "").replace("%", "%%").rstrip(".")
+        text = plain_text(f.metadata.get("help") or doc.get(f.name, "")).replace("%", "%%").rstrip(".")
         kwargs: dict[str, Any] = {"dest": f.name}
         if scalar is bool:
             if default is True:
@@ -151,7 +154,8 @@ def add_config_flags(
                 kwargs["help"] = text or None
             else:
                 kwargs["default"] = default
-                kwargs["help"] = (text + " " if text else "") + "(default: %(default)s)"
+                states_default = re.search(r"\bdefault\b", text)  # "(default: the bridge's choice)": one is enough
+                kwargs["help"] = text if states_default else (text + " " if text else "") + "(default: %(default)s)"
         parser.add_argument(flag, **kwargs)
         record[f.name] = [(config_cls, f.name)]
 

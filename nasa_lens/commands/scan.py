@@ -11,6 +11,8 @@ from pathlib import Path
 
 from nasa_lens.commands.common import add_out_arg
 from nasa_lens.commands.flags import add_config_flags, config_from_args
+from nasa_lens.commands.logs import progress_on
+from nasa_lens.commands.tables import add_json_flag, print_table, say
 from nasa_lens.jobs.scan import ScanConfig
 from nasa_lens.vocab import NAS_HEATMAP_FILE, NAS_RANKING_FILE
 
@@ -24,6 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_flags(p, ScanConfig, rename={"top_k": "top"})
     add_out_arg(p, "output folder")
+    add_json_flag(p)
     p.set_defaults(func=_scan)
 
 
@@ -33,11 +36,11 @@ def _scan(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(ScanConfig, args)  # validates every value before anything is loaded
     out = Path(args.out)
-    result = run_scan(cfg, out)
+    result = run_scan(cfg, out, progress=progress_on(args))
     table = result.ranking_frame().head(min(cfg.top_k, result.n_layers * result.n_heads))
     table.insert(0, "head_id", [format_head((int(r.layer), int(r.head))) for r in table.itertuples()])
-    print(f"NAS of {result.model} on {result.dataset} ({result.format}, positions={result.positions}, n={result.n})")
-    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    say(args, f"NAS of {result.model} on {result.dataset} ({result.format}, positions={result.positions}, n={result.n})")
+    print_table(args, table, floatfmt=".4f")
     written = sorted(p.name for p in out.iterdir() if p.name.startswith(("nas", NAS_HEATMAP_FILE)) and not p.name.startswith("."))
-    print(f"wrote {', '.join(written)} in {out} ({NAS_RANKING_FILE}: rank 1 = most negative-biased)")
+    say(args, f"wrote {', '.join(written)} in {out} ({NAS_RANKING_FILE}: rank 1 = most negative-biased)")
     return 0

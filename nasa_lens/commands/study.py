@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from nasa_lens.commands.logs import progress_on
+from nasa_lens.commands.tables import add_json_flag, print_table, say
 from nasa_lens.vocab import InputError
 
 
@@ -26,7 +28,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "committed ones into figures/)")
     p.add_argument("--no-png", action="store_true", help="write figures as HTML only")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as TOML and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (as nasa-lens -q)")
+    add_json_flag(p)
     p.set_defaults(func=_study)
 
 
@@ -50,14 +53,13 @@ def _study(args: argparse.Namespace) -> int:
         return 0
     if not args.out:
         raise InputError("--out is required: the folder for report.md, results.json, the CSVs and the stage cache")
-    if logging.getLogger().level > logging.INFO:
+    if logging.getLogger().level > logging.INFO and progress_on(args):
         logging.getLogger("nasa_lens.study").setLevel(logging.INFO)
         if not logging.getLogger().handlers:
             logging.basicConfig(format="%(message)s")
-    result = run_study(cfg, args.out, figures_dir=args.figures, progress=not args.no_progress)
-    print(result.summary())
-    timings = result.timings_frame()
-    print(timings.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
+    result = run_study(cfg, args.out, figures_dir=args.figures, progress=progress_on(args))
+    say(args, result.summary())
+    print_table(args, result.timings_frame(), floatfmt=".1f")
     return 0
 
 

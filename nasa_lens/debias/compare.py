@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from nasa_lens.debias.base import METHODS, DebiasError, DebiasMethod, make_method
 from nasa_lens.io import atomic_path, read_json, write_json, write_text
@@ -195,7 +196,9 @@ def compare_fixes(
             clean_lm = lm_loss_fn(model) if lm_loss else None
         return clean
 
+    overall = tqdm(total=len(fixes), desc="compare", unit="fix", disable=not progress)  # fixes fitted and evaluated
     for name, fix in fixes.items():
+        overall.set_postfix_str(name)
         twin = fixes.get(name.removeprefix("random-")) if name.startswith("random-") else fixes.get("nasa") if name == "random" else None
         if twin is not None and twin.fitted and twin.heads and hasattr(fix, "k"):
             fix.k, fix.k_grid = len(twin.heads), None  # the control gets as many heads as its twin chose
@@ -209,6 +212,7 @@ def compare_fixes(
             if partial is not None:
                 with atomic_path(partial) as tmp:
                     pd.DataFrame(rows, columns=comparison_columns()).to_csv(tmp, index=False)
+            overall.update()
             continue
         with fix.apply(model):
             lm = lm_loss_fn(model) if lm_loss else None
@@ -219,6 +223,8 @@ def compare_fixes(
         if partial is not None:
             with atomic_path(partial) as tmp:
                 pd.DataFrame(rows, columns=comparison_columns()).to_csv(tmp, index=False)
+        overall.update()
+    overall.close()
     frame = pd.DataFrame(rows, columns=comparison_columns())
     meta = {
         "model": model.name,

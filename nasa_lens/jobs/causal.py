@@ -39,7 +39,8 @@ def _needs_ranking(spec: Any) -> bool:
 
 
 def run_ablate(
-    cfg: AblationConfig, out_dir: str | Path, *, model: ModelSpec | Any, data: DataSpec | Any, job: AblateJob | None = None
+    cfg: AblationConfig, out_dir: str | Path, *, model: ModelSpec | Any, data: DataSpec | Any, job: AblateJob | None = None,
+    progress: bool = True,
 ) -> AblationResult:
     """Ablate ``cfg.heads`` (ranked by ``job.nas``, else by a scan of the data) and write ``metrics.json``
     and ``predictions.csv`` into ``out_dir``."""
@@ -57,8 +58,8 @@ def run_ablate(
         from nasa_lens.nas import scan_nas
         from nasa_lens.prompts import PromptFormat
 
-        ranking = scan_nas(model, data, PromptFormat.named(cfg.format), batch_size=cfg.batch_size).mean
-    result = causal.ablate(model, data, cfg, ranking=ranking)
+        ranking = scan_nas(model, data, PromptFormat.named(cfg.format), batch_size=cfg.batch_size, progress=progress).mean
+    result = causal.ablate(model, data, cfg, ranking=ranking, progress=progress)
     with writer_only() as write:  # data-parallel (torchrun): rank 0 writes, the others wait
         if write:
             with atomic_output(out) as tmp:
@@ -67,7 +68,8 @@ def run_ablate(
 
 
 def run_patch(
-    cfg: PatchingConfig, out_dir: str | Path, *, model: ModelSpec | Any, data: DataSpec | Any, job: PatchJob | None = None
+    cfg: PatchingConfig, out_dir: str | Path, *, model: ModelSpec | Any, data: DataSpec | Any, job: PatchJob | None = None,
+    progress: bool = True,
 ) -> tuple[PatchingResult, list[Path]]:
     """Patch every head on the pairs of ``cfg``; write ``patching.csv`` and the heatmap. Returns the result
     and the figure files written."""
@@ -80,7 +82,7 @@ def run_patch(
     out = check_out_dir(out_dir)
     data = data.load() if isinstance(data, DataSpec) else data
     model = model.load() if isinstance(model, ModelSpec) else model
-    result = causal.patch_heads(model, data, cfg)
+    result = causal.patch_heads(model, data, cfg, progress=progress)
     written: list[Path] = []
     with writer_only() as write:  # data-parallel (torchrun): rank 0 writes and draws, the others wait
         if write:

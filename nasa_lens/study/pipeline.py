@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from tqdm.auto import tqdm
 
 from nasa_lens.config import StudyConfig
 from nasa_lens.io import atomic_path, check_out_dir, file_lock, read_json, remove_stale_temporaries, write_json, write_text
@@ -289,13 +290,18 @@ def _run_locked(cfg: StudyConfig, out: Path, figs: Path, progress: bool) -> Stud
     done: dict[str, StageOutput] = {}
     plan = plan_stages(cfg)
     t0 = time.perf_counter()
+    # the overall bar (stages done of all); each stage's own work draws its bars below it
+    overall = tqdm(total=len(plan), desc="study", unit="stage", disable=not progress, dynamic_ncols=True)
     for i, st in enumerate(plan):
         upstream = [done[u] for u in st.upstream]
         fn = STAGE_FUNCTIONS[st.kind]
         logger.info("[%d/%d] %s", i + 1, len(plan), st.name)
+        overall.set_postfix_str(st.name)
         done[st.name] = store.run(st.name, st.inputs, upstream, lambda ctx, fn=fn, st=st: fn(env, st.model, ctx))
+        overall.update()
         if st.model is not None and not any(p.model == st.model for p in plan[i + 1:]):
             env.drop_model(st.model)  # its last stage: free the memory
+    overall.close()
     results = done["report"].summary
     figures = _publish(cfg, out, figs, done, results)
     write_json(
