@@ -57,7 +57,7 @@ from tqdm.auto import tqdm
 from nasa_lens.heads import Head, check_head, format_head
 from nasa_lens.parallel import shows_progress
 from nasa_lens.prompts import PromptBatch, PromptFormat, iter_batches
-from nasa_lens.vocab import ABLATION_MODES, pattern_hook_name, z_hook_name
+from nasa_lens.vocab import ABLATION_MODES, ABLATION_POSITIONS, pattern_hook_name, z_hook_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
@@ -318,11 +318,14 @@ class HeadAblation:
     mode: str = "zero"
     reference: ZReference | None = field(default=None, repr=False, compare=False)
     seed: int = 0
+    positions: str = "all"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heads", _normalise_heads(self.heads))
         if self.mode not in ABLATION_MODES:
             raise InterventionError(f"unknown ablation mode {self.mode!r}; choose one of {list(ABLATION_MODES)}")
+        if self.positions not in ABLATION_POSITIONS:
+            raise InterventionError(f"unknown ablation positions {self.positions!r}; choose one of {list(ABLATION_POSITIONS)}")
         if self.mode in ("mean", "resample") and self.reference is None:
             raise InterventionError(
                 f"{self.mode} ablation needs a reference: pass reference=collect_z_reference(model, dataset)"
@@ -344,31 +347,42 @@ class HeadAblation:
     def hooks(self, batch: PromptBatch | None = None) -> list[HookSpec]:
         if self.mode == "resample" and batch is None:
             raise InterventionError("resample ablation needs the batch (its example ids and lengths) to build hooks")
+        if self.positions != "all" and batch is None:
+            raise InterventionError(f"ablation at positions={self.positions!r} needs the batch (its candidate positions) to build hooks")
         sources = None
         if self.mode == "resample":
             assert self.reference is not None and batch is not None
             sources = self.reference.resample_sources(batch.ids, _row_lengths(batch).tolist(), self.seed)
-        return [(z_hook_name(layer), self._hook(layer, hs, sources)) for layer, hs in heads_by_layer(self.heads).items()]
+        where = None if self.positions == "all" else knockout_query_mask(batch, self.positions)
+        return [(z_hook_name(layer), self._hook(layer, hs, sources, where)) for layer, hs in heads_by_layer(self.heads).items()]
 
-    def _hook(self, layer: int, heads: list[int], sources: list[int] | None) -> Callable[..., Tensor]:
+    def _hook(self, layer: int, heads: list[int], sources: list[int] | None, where: Tensor | None) -> Callable[..., Tensor]:
         mode, ref = self.mode, self.reference
 
         def hook(z: Float[Tensor, "batch pos head d_head"], hook: Any = None) -> Tensor:
             if max(heads) >= z.shape[2]:
                 raise InterventionError(f"head {layer}.{max(heads)} out of range: layer {layer} has {z.shape[2]} heads")
-            z = z.clone()
+            if where is not None and tuple(where.shape) != tuple(z.shape[:2]):
+                raise InterventionError(
+                    f"ablation hooks were built for a batch of shape {tuple(where.shape)} but ran on {tuple(z.shape[:2])}"
+                )
             if mode == "zero":
-                z[:, :, heads] = 0.0
+                target = torch.zeros_like(z[:, :, heads])
             elif mode == "mean":
                 assert ref is not None
-                z[:, :, heads] = ref.positional_mean(layer, z.shape[1])[:, heads].to(z)
+                target = einops.repeat(ref.positional_mean(layer, z.shape[1])[:, heads].to(z), "pos h d -> b pos h d", b=z.shape[0])
             else:
                 assert ref is not None and sources is not None
                 if len(sources) != z.shape[0]:
                     raise InterventionError(
                         f"resample hooks were built for a batch of {len(sources)} rows but ran on {z.shape[0]}"
                     )
-                z[:, :, heads] = ref.resampled(layer, sources, z.shape[1])[:, :, heads].to(z)
+                target = ref.resampled(layer, sources, z.shape[1])[:, :, heads].to(z)
+            z = z.clone()
+            if where is None:
+                z[:, :, heads] = target
+            else:
+                z[:, :, heads] = torch.where(where.to(z.device)[:, :, None, None], target, z[:, :, heads])
             return z
 
         return hook

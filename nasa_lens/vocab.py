@@ -62,6 +62,16 @@ POSITIONS: tuple[str, ...] = ("after", "last")
 ABLATION_MODES: tuple[str, ...] = ("zero", "mean", "resample")
 """What an ablated head's output is replaced by."""
 
+ABLATION_POSITIONS: tuple[str, ...] = ("all", "after", "last")
+"""Where a head is ablated: every position; the suffix (after the instruction's later candidate through the
+answer position, the NAS rows: what the suffix runner recomputes); the answer position only."""
+
+SWEEP_POSITIONS: tuple[str, ...] = ("after", "all")
+"""``nasa-lens sweep --positions``: ablate each head on the suffix (suffix runner) or on every position."""
+
+SWEEP_METHODS: tuple[str, ...] = ("exact", "attribution")
+"""``nasa-lens sweep --method``: each head ablated (exact) or the gradient estimate (attribution patching)."""
+
 PAIR_KINDS: tuple[str, ...] = ("swap", "label")
 """Counterfactual pairs for activation patching."""
 
@@ -104,6 +114,11 @@ DLA_COMPONENTS_FILE = "components.csv"
 DLA_SCORES_FILE = "dla_scores.npz"
 DLA_META_FILE = "dla_scores.json"
 COPYING_FILE = "copying.csv"
+SWEEP_EFFECTS_FILE = "effects.csv"
+SWEEP_EXAMPLES_FILE = "effects_by_example.csv"
+SWEEP_META_FILE = "sweep.json"
+SWEEP_HEATMAP_FILE = "sweep_heatmap"  # + .html / .png
+SWEEP_PARTIAL_DIR = "sweep.partial"  # per-batch, per-layer results of an unfinished sweep (resume)
 PATHS_FILE = "paths"  # + .csv / .npz / .json
 VIAS = ("q", "k", "v")  # the receiver inputs of path patching
 
