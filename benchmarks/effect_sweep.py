@@ -49,8 +49,8 @@ def main(argv: list[str] | None = None) -> int:
 
         reference = collect_z_reference(model, data, batch_size=args.batch_size, progress=False)
     cfg = dict(mode=args.mode, batch_size=args.batch_size)
-    attr = causal.effect_sweep(model, data, causal.EffectSweepConfig(method="attribution", **cfg), reference=reference)
-    exact = causal.effect_sweep(model, data, causal.EffectSweepConfig(method="exact", **cfg), reference=reference)
+    attr = causal.effect_sweep(model, data, causal.EffectSweepConfig(method="attribution", positions="all", **cfg), reference=reference)
+    exact = causal.effect_sweep(model, data, causal.EffectSweepConfig(method="exact", positions="all", **cfg), reference=reference)
     stats = causal.sweep_correlation(exact, attr, top_k=10)
     if args.out:
         exact.save(args.out)

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("scores: NAS+DLA %.0f s", time.perf_counter() - t0)
     if "scores" in args.stages and not (scores_dir / "attribution" / "effects_attribution.npz").is_file():
         attr_data = train if args.n_attr >= args.n_scores else load_dataset(args.data, split="train", limit=args.n_attr, seed=0)
-        res = causal.effect_sweep(model, attr_data, causal.EffectSweepConfig(method="attribution", batch_size=args.batch_size),
+        res = causal.effect_sweep(model, attr_data, causal.EffectSweepConfig(method="attribution", positions="all", batch_size=args.batch_size),
                                   progress=False)
         res.save(scores_dir / "attribution")
         log.info("scores: attribution on %d questions, %.0f s", res.n, res.seconds)
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     # ---------------------------------------------------------------- 2. exact sweep
     sweep_dir = out / f"sweep_n{args.n_sweep}"
     if "sweep" in args.stages and not args.exact_from_figure and not (sweep_dir / "effects_exact.npz").is_file():
-        res = causal.effect_sweep(model, test_sweep, causal.EffectSweepConfig(method="exact", batch_size=args.batch_size),
+        res = causal.effect_sweep(model, test_sweep, causal.EffectSweepConfig(method="exact", positions="all", batch_size=args.batch_size),
                                   progress=False)
         res.save(sweep_dir)
         log.info("exact sweep: %d questions, %.0f s", res.n, res.seconds)

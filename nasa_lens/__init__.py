@@ -33,6 +33,8 @@ _EXPORTS = {
     "NASResult": "nasa_lens.nas",
     "ablation_curve": "nasa_lens.causal",
     "effect_sweep": "nasa_lens.causal",
+    "head_set_effects": "nasa_lens.causal",
+    "SuffixRunner": "nasa_lens.causal",
     "patch_heads": "nasa_lens.causal",
     "HeadAblation": "nasa_lens.interventions",
     "AttentionKnockout": "nasa_lens.interventions",

@@ -20,7 +20,7 @@ from nasa_lens.vocab import NasaLensError
 COMMAND_MODULES = (
     "nasa_lens.commands.basic",  # models, data, eval
     "nasa_lens.commands.scan",  # scan
-    "nasa_lens.commands.causal",  # ablate, patch
+    "nasa_lens.commands.causal",  # ablate, patch, sweep
     "nasa_lens.commands.dla",  # dla, paths
     "nasa_lens.commands.finetune",  # finetune
     "nasa_lens.commands.study",  # study

@@ -175,8 +175,8 @@ def test_curve_config_errors(model, examples):
 
 @pytest.fixture(scope="module")
 def sweeps(model, examples):
-    ex = causal.effect_sweep(model, examples, causal.EffectSweepConfig(method="exact", batch_size=3), progress=False)
-    at = causal.effect_sweep(model, examples, causal.EffectSweepConfig(method="attribution", batch_size=3), progress=False)
+    ex = causal.effect_sweep(model, examples, causal.EffectSweepConfig(method="exact", positions="all", batch_size=3), progress=False)
+    at = causal.effect_sweep(model, examples, causal.EffectSweepConfig(method="attribution", positions="all", batch_size=3), progress=False)
     return ex, at
 
 

@@ -163,6 +163,7 @@ def test_every_flag_default_is_its_config_default():
         "scan": {"out"},
         "ablate": {"out"},
         "patch": {"out"},
+        "sweep": {"out"},
         "dla": {"out"},
         "paths": {"out"},
         "finetune": {"out"},

@@ -47,6 +47,7 @@ def _commands(data: Path, out: Path) -> dict[str, list[str]]:
         "scan": ["scan", *m, "--data", str(data), "--out", str(out)],
         "ablate": ["ablate", *m, "--data", str(data), "--heads", "0.1", "--out", str(out)],
         "patch": ["patch", *m, "--data", str(data), "--out", str(out)],
+        "sweep": ["sweep", *m, "--data", str(data), "--heads", "0.1", "--out", str(out)],
         "finetune": ["finetune", *m, "--train", str(data), "--steps", "2", "--out", str(out)],
         "study": ["study", "--quick", "--model", "tiny-random", "--out", str(out)],
         "dla": ["dla", *m, "--data", str(data), "--out", str(out)],
@@ -58,7 +59,7 @@ def _commands(data: Path, out: Path) -> dict[str, list[str]]:
 # ------------------------------------------------------------------------------------------------ item 1
 
 
-@pytest.mark.parametrize("command", ["eval", "scan", "ablate", "patch", "finetune", "study", "dla", "paths", "compare"])
+@pytest.mark.parametrize("command", ["eval", "scan", "ablate", "patch", "sweep", "finetune", "study", "dla", "paths", "compare"])
 def test_out_that_is_a_file_is_refused_before_any_work(command, data, tmp_path, capsys, no_model):
     out = tmp_path / "F"
     out.write_text("x\n")

@@ -12,6 +12,10 @@ reports effect sizes with confidence intervals and p-values, as tidy long-format
   cached clean residual) or by attribution patching (one clean forward + one backward for all heads:
   ``effect ~ (z_ablated - z_clean) . d metric / d z``); :func:`sweep_correlation` compares the two and
   :func:`nas_effect_table` puts NAS beside the causal effect.
+* :func:`head_set_effects` (:mod:`nasa_lens.causal.headsets`): many head sets ablated on the same examples,
+  per-example effects, each exact, the clean prompt run once per batch; on the suffix
+  (:class:`SuffixRunner`, :mod:`nasa_lens.causal.suffix`) only the columns after the later candidate are
+  recomputed, from the set's first layer, attending to the cached prefix keys/values.
 * :func:`patch_heads` (CLI ``nasa-lens patch``): activation patching on counterfactual pairs (candidate order
   swapped, or gold answer flipped), per head, on the head output ``z`` or its attention pattern, normalised
   like TransformerLens: ``(patched - corrupted) / (clean - corrupted)`` of the mean logit difference.
@@ -23,9 +27,10 @@ Layout follows TransformerLens ``patching.py``: generic runners (:class:`_BatchR
 format), error bars and p-values, ``save`` / ``load``. One validated config dataclass per procedure.
 
 Speed: forwards compute logits at the last position only (a hook on ``ln_final.hook_out`` keeps the last
-column, so the unembedding runs on one position), and an intervention whose first hooked layer is ``l`` runs
-from the clean residual cached at ``blocks.{l}.hook_resid_pre`` (``run_with_hooks(start_at_layer=l)``); the
-start-layer path agrees with a full forward to float32 rounding (about 1e-5 on SmolLM2's logits).
+column, so the unembedding runs on one position). ``run_with_hooks(start_at_layer=l)`` (:class:`_BatchRunner`)
+swaps the cached residual in at block ``l`` but still runs blocks ``0..l-1``; the effect sweeps and
+:func:`head_set_effects` use :class:`SuffixRunner`, which calls the blocks from ``l`` on only (and, on the
+suffix, only its columns); both agree with a full forward to float32 rounding.
 """
 from __future__ import annotations
 
@@ -43,8 +48,10 @@ from nasa_lens.causal.config import (
 _LAZY = {
     "runner": ("ranking_array", "ranking_from_csv", "vector_metrics"),
     "ablation": ("AblationResult", "AblationCurveResult", "ablate", "ablation_curve", "_perm_pvalues"),
-    "sweep": ("EffectSweepResult", "effect_sweep", "exact_effects", "attribution_effects", "sweep_correlation",
-              "nas_effect_table", "rank_correlation"),
+    "sweep": ("EffectSweepResult", "effect_sweep", "exact_effects", "exact_effects_full_forward", "attribution_effects",
+              "sweep_correlation", "nas_effect_table", "rank_correlation", "sweep_heads"),
+    "suffix": ("SuffixError", "SuffixRunner", "suffix_start"),
+    "headsets": ("HeadSetEffects", "head_set_effects", "run_ablations", "runner_for"),
     "patching": ("PairSet", "PatchingResult", "swap_pairs", "label_pairs", "generic_head_patch", "patch_head_outputs",
                  "patch_head_patterns", "patch_heads"),
     "paths": ("PathPatchingResult", "path_patch"),

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nasa_lens.heads import Head, HeadSpecError, check_head_spec
-from nasa_lens.vocab import ABLATION_MODES, FORMATS, InputError, NasaLensError, check_threshold
+from nasa_lens.vocab import ABLATION_MODES, FORMATS, SWEEP_METHODS, SWEEP_POSITIONS, InputError, NasaLensError, check_threshold
 
 __all__ = ["CURVE_METRICS", "VECTOR_METRICS", "CausalError", "AblationConfig", "AblationCurveConfig", "EffectSweepConfig", "PatchingConfig"]
 
@@ -132,29 +132,48 @@ class AblationCurveConfig:
 
 @dataclass
 class EffectSweepConfig:
-    """Per-head ablation effect on the mean logit difference ``logit(Yes) - logit(No)``.
+    """Per-head ablation effect on ``logit(Yes) - logit(No)`` at the answer position (``nasa-lens sweep``).
 
     Attributes:
         method: ``exact`` (ablate each head alone) or ``attribution`` (gradient approximation).
         mode: the ablation the effect is of: ``zero``, ``mean`` or ``resample``.
-        batch_size, format, pool_size: as usual.
+        positions: ``after`` (ablate the suffix: after the later candidate through the answer; the suffix
+            runner recomputes only those columns) or ``all`` (every position).
+        heads: ``all`` or a head spec ``L.H,L.H`` / ``random:K[:SEED]`` (the heads to sweep).
+        batch_size, format, pool_size, seed: as usual (seed picks resample sources and random heads).
     """
 
     method: str = "exact"
     mode: str = "zero"
+    positions: str = "after"
+    heads: str = "all"
     batch_size: int = 16
     format: str = "yes-no"
     pool_size: int = 32
+    seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.method not in ("exact", "attribution"):
-            raise CausalError(f"unknown sweep method {self.method!r}; choose 'exact' or 'attribution'")
+        if self.method not in SWEEP_METHODS:
+            raise CausalError(f"unknown sweep method {self.method!r}; choose one of {list(SWEEP_METHODS)}")
         if self.mode not in ABLATION_MODES:
             raise CausalError(f"unknown ablation mode {self.mode!r}; choose one of {list(ABLATION_MODES)}")
+        if self.positions not in SWEEP_POSITIONS:
+            raise CausalError(f"unknown positions {self.positions!r}; choose one of {list(SWEEP_POSITIONS)}")
         if self.batch_size < 1:
             raise CausalError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.format not in FORMATS:
             raise CausalError(f"unknown format {self.format!r}; choose one of {list(FORMATS)}")
+        if self.mode == "resample" and self.pool_size < 2:
+            raise CausalError(f"resample ablation needs pool_size >= 2, got {self.pool_size}")
+        try:
+            spec = check_head_spec(self.heads, also=("all",))
+        except HeadSpecError as exc:
+            raise CausalError(f"--heads: {exc}") from None
+        if spec.split(":")[0] in ("top", "bottom"):
+            raise CausalError(f"--heads {spec}: a sweep takes all, L.H,L.H or random:K[:SEED] (top/bottom need a NAS ranking)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass

@@ -20,11 +20,17 @@ from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from nasa_lens.heads import Head, ranked_heads
-from nasa_lens.interventions import HeadAblation, ZReference, bridge_of, collect_z_reference
+from nasa_lens.heads import Head, parse_heads, ranked_heads
+from nasa_lens.interventions import HeadAblation, ZReference, bridge_of, collect_z_reference, knockout_query_mask
 from nasa_lens.io import atomic_path, read_json, write_json
 from nasa_lens.prompts import PromptBatch, PromptFormat, iter_batches
-from nasa_lens.vocab import z_hook_name
+from nasa_lens.vocab import (
+    SWEEP_EFFECTS_FILE,
+    SWEEP_EXAMPLES_FILE,
+    SWEEP_META_FILE,
+    InputFileNotFoundError,
+    z_hook_name,
+)
 
 from nasa_lens.causal.config import CausalError, EffectSweepConfig
 from nasa_lens.causal.runner import _LAST_ONLY, _BatchRunner, _format, _ids, ranking_array
@@ -48,10 +54,71 @@ class EffectSweepResult:
     clean_logit_diff: np.ndarray | None = None
     model: str = ""
     dataset: str = ""
+    positions: str = "all"
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def effects(self) -> Float[np.ndarray, "layer head"]:
         return self.per_example.mean(0)
+
+    @property
+    def swept(self) -> np.ndarray:
+        """``[layer, head]`` True where the head was swept (a ``--heads`` subset leaves the others NaN)."""
+        return ~np.isnan(self.per_example).all(0)
+
+    def effects_frame(self) -> pd.DataFrame:
+        """``effects.csv`` of ``nasa-lens sweep``: one row per swept head, ``layer, head, effect_mean,
+        effect_stderr, n``."""
+        eff, se = self.effects, self.stderr
+        rows = [{"layer": layer, "head": h, "effect_mean": eff[layer, h], "effect_stderr": se[layer, h], "n": self.n}
+                for layer, h in zip(*np.nonzero(self.swept))]
+        return pd.DataFrame(rows, columns=["layer", "head", "effect_mean", "effect_stderr", "n"])
+
+    def examples_frame(self) -> pd.DataFrame:
+        """``effects_by_example.csv``: one row per (example, swept head), ``id, layer, head, effect``."""
+        layers, heads = np.nonzero(self.swept)
+        n = self.n
+        ids = self.ids or [str(i) for i in range(n)]
+        return pd.DataFrame({
+            "id": np.repeat(ids, len(layers)),
+            "layer": np.tile(layers, n),
+            "head": np.tile(heads, n),
+            "effect": self.per_example[:, layers, heads].ravel(),
+        })
+
+    def write_sweep(self, out_dir: str | Path) -> Path:
+        """The layout of ``nasa-lens sweep``: ``effects.csv``, ``effects_by_example.csv`` and ``sweep.json``
+        (``model, dataset, split, mode, positions, method, format, n, seconds`` and the rest of ``meta``);
+        :meth:`read_sweep` reads it back."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out / SWEEP_EFFECTS_FILE) as tmp:
+            self.effects_frame().to_csv(tmp, index=False)
+        with atomic_path(out / SWEEP_EXAMPLES_FILE) as tmp:
+            self.examples_frame().to_csv(tmp, index=False)
+        meta = {"model": self.model, "dataset": self.dataset, "split": None, "mode": self.mode, "positions": self.positions,
+                "method": self.method, "format": None, "n": self.n, "seconds": self.seconds,
+                "n_layers": int(self.per_example.shape[1]), "n_heads": int(self.per_example.shape[2])}
+        meta.update(self.meta)
+        write_json(out / SWEEP_META_FILE, meta)
+        return out
+
+    @classmethod
+    def read_sweep(cls, out_dir: str | Path) -> EffectSweepResult:
+        """Read a folder written by :meth:`write_sweep` (``nasa-lens sweep``)."""
+        out = Path(out_dir)
+        for name in (SWEEP_META_FILE, SWEEP_EXAMPLES_FILE):
+            if not (out / name).is_file():
+                raise InputFileNotFoundError(f"{out / name} not found: not a sweep folder (written by `nasa-lens sweep`)")
+        meta = read_json(out / SWEEP_META_FILE)
+        frame = pd.read_csv(out / SWEEP_EXAMPLES_FILE, dtype={"id": str})
+        ids = list(dict.fromkeys(frame["id"]))
+        row = {i: k for k, i in enumerate(ids)}
+        per = np.full((len(ids), int(meta["n_layers"]), int(meta["n_heads"])), np.nan)
+        per[frame["id"].map(row).to_numpy(), frame["layer"].to_numpy(int), frame["head"].to_numpy(int)] = frame["effect"].to_numpy(float)
+        known = {"model", "dataset", "mode", "positions", "method", "seconds"}
+        return cls(per, meta["method"], meta["mode"], float(meta["seconds"]), ids, None, meta.get("model", ""),
+                   meta.get("dataset", ""), meta.get("positions", "all"), {k: v for k, v in meta.items() if k not in known})
 
     @property
     def stderr(self) -> Float[np.ndarray, "layer head"]:
@@ -89,7 +156,7 @@ class EffectSweepResult:
             np.savez(f, per_example=self.per_example,
                      clean_logit_diff=self.clean_logit_diff if self.clean_logit_diff is not None else np.zeros(0))
         write_json(out / f"{stem}.json", {"method": self.method, "mode": self.mode, "seconds": self.seconds, "ids": self.ids,
-                                          "model": self.model, "dataset": self.dataset})
+                                          "model": self.model, "dataset": self.dataset, "positions": self.positions})
         with atomic_path(out / f"{stem}.csv") as tmp:
             self.to_dataframe().to_csv(tmp, index=False)
         return out
@@ -103,7 +170,15 @@ class EffectSweepResult:
         with np.load(out / f"{name}.npz") as z:
             per, clean = z["per_example"], z["clean_logit_diff"]
         return cls(per_example=per, method=meta["method"], mode=meta["mode"], seconds=float(meta["seconds"]), ids=meta["ids"],
-                   clean_logit_diff=clean if len(clean) else None, model=meta.get("model", ""), dataset=meta.get("dataset", ""))
+                   clean_logit_diff=clean if len(clean) else None, model=meta.get("model", ""), dataset=meta.get("dataset", ""),
+                   positions=meta.get("positions", "all"))
+
+
+def sweep_heads(model: LoadedModel, spec: str | Sequence[Head] = "all", seed: int = 0) -> list[Head]:
+    """The heads a sweep runs: ``all``, a head spec (``L.H,L.H``, ``random:K[:SEED]``) or a list."""
+    if isinstance(spec, str) and spec.strip() == "all":
+        return [(layer, h) for layer in range(model.n_layers) for h in range(model.n_heads)]
+    return parse_heads(spec, model.n_layers, model.n_heads)
 
 
 def effect_sweep(
@@ -114,18 +189,28 @@ def effect_sweep(
     reference: ZReference | None = None,
     fmt: PromptFormat | str | None = None,
     progress: bool = True,
+    partial: str | Path | None = None,
 ) -> EffectSweepResult:
-    """Per-head ablation effect on the logit difference, by ``config.method`` (see :class:`EffectSweepConfig`)."""
+    """Per-head ablation effect on the logit difference, by ``config.method`` at ``config.positions`` for
+    ``config.heads`` (see :class:`EffectSweepConfig`). ``partial``: a folder for per-batch, per-layer results of
+    the exact method, so a killed run resumes (see :func:`nasa_lens.causal.headsets.run_ablations`)."""
     cfg = config or EffectSweepConfig()
     fmt_ = _format(fmt if fmt is not None else cfg.format)
     examples = list(dataset)
     if not examples:
         raise CausalError("cannot sweep an empty dataset")
+    heads = sweep_heads(model, cfg.heads, cfg.seed)
+    t0 = time.perf_counter()
     if cfg.mode != "zero" and reference is None:
         reference = collect_z_reference(model, examples, fmt_, batch_size=cfg.batch_size, pool_size=cfg.pool_size, progress=progress)
-    fn = exact_effects if cfg.method == "exact" else attribution_effects
-    return fn(model, examples, mode=cfg.mode, reference=reference, fmt=fmt_, batch_size=cfg.batch_size, progress=progress,
-              dataset_name=str(getattr(dataset, "name", "")))
+    kwargs = dict(mode=cfg.mode, reference=reference, fmt=fmt_, batch_size=cfg.batch_size, progress=progress,
+                  dataset_name=str(getattr(dataset, "name", "")), positions=cfg.positions, heads=heads, seed=cfg.seed)
+    if cfg.method == "exact":
+        result = exact_effects(model, examples, partial=partial, **kwargs)
+    else:
+        result = attribution_effects(model, examples, **kwargs)
+    result.seconds = time.perf_counter() - t0
+    return result
 
 
 def exact_effects(
@@ -138,8 +223,43 @@ def exact_effects(
     batch_size: int = 16,
     progress: bool = True,
     dataset_name: str = "",
+    positions: str = "all",
+    heads: Sequence[Head] | None = None,
+    seed: int = 0,
+    partial: str | Path | None = None,
 ) -> EffectSweepResult:
-    """Ablate every head alone (one forward per head and batch, started at the head's layer)."""
+    """Ablate every head alone (``heads``: default all) at ``positions``; per batch one clean forward, then
+    per head a run from the head's layer of the suffix columns (``after``) or of every column (``all``), each
+    exact (:class:`~nasa_lens.causal.suffix.SuffixRunner`). Data-parallel, resumable with ``partial``."""
+    from nasa_lens.causal.headsets import run_ablations
+
+    examples = list(examples)
+    L, H = model.n_layers, model.n_heads
+    heads = [(layer, h) for layer in range(L) for h in range(H)] if heads is None else list(heads)
+    t0 = time.perf_counter()
+    ablations = [HeadAblation((head,), mode, reference, seed=seed, positions=positions) for head in heads]
+    clean_d, eff = run_ablations(model, examples, fmt, ablations, positions, batch_size=batch_size, partial=partial,
+                                 progress=progress)
+    per = np.full((len(examples), L, H), np.nan)
+    for j, (layer, h) in enumerate(heads):
+        per[:, layer, h] = eff[:, j]
+    return EffectSweepResult(per, "exact", mode, time.perf_counter() - t0, _ids(examples), clean_d,
+                             getattr(model, "name", ""), dataset_name, positions)
+
+
+def exact_effects_full_forward(
+    model: LoadedModel,
+    examples: Sequence[Any],
+    *,
+    mode: str = "zero",
+    reference: ZReference | None = None,
+    fmt: PromptFormat | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    dataset_name: str = "",
+) -> EffectSweepResult:
+    """The whole-prompt sweep as it ran before the suffix runner (kept as the benchmark's baseline): one
+    ``run_with_hooks(start_at_layer=l)`` per head and batch, which still runs every block."""
     examples = list(examples)
     L, H = model.n_layers, model.n_heads
     n = len(examples)
@@ -158,7 +278,7 @@ def exact_effects(
             bar.update(len(idx))
     bar.close()
     return EffectSweepResult(per, "exact", mode, time.perf_counter() - t0, _ids(examples), clean_d,
-                             getattr(model, "name", ""), dataset_name)
+                             getattr(model, "name", ""), dataset_name, "all")
 
 
 def attribution_effects(
@@ -171,9 +291,14 @@ def attribution_effects(
     batch_size: int = 16,
     progress: bool = True,
     dataset_name: str = "",
+    positions: str = "all",
+    heads: Sequence[Head] | None = None,
+    seed: int = 0,
 ) -> EffectSweepResult:
     """Attribution patching: per batch one forward with gradients w.r.t. every ``hook_z`` (not the weights)
-    and one backward of ``sum(logit_yes - logit_no)``; ``effect[b, l, h] = sum_{pos, d} (z_abl - z) * grad``.
+    and one backward of ``sum(logit_yes - logit_no)``; ``effect[b, l, h] = sum_{pos, d} (z_abl - z) * grad``,
+    the sum over the ablated ``positions`` (``all`` real tokens, or the suffix ``after``). ``heads``: report
+    only these (the others NaN); the cost is the same.
 
     The model's parameters keep ``requires_grad=False``: the first ``hook_z`` is made a leaf that requires
     grad, later ones are in its graph, and ``torch.autograd.grad`` reads the gradients without touching any
@@ -185,7 +310,7 @@ def attribution_effects(
     per = np.full((n, L, H), np.nan)
     clean_d = np.full(n, np.nan)
     t0 = time.perf_counter()
-    probe = HeadAblation(((0, 0),), mode, reference)  # validates mode / reference
+    probe = HeadAblation(((0, 0),), mode, reference, seed=seed)  # validates mode / reference
     bar = tqdm(total=n, desc=f"attribution sweep ({mode})", disable=not progress)
     for idx, batch in iter_batches(model, examples, fmt, batch_size):
         zs: dict[int, Tensor] = {}
@@ -208,14 +333,18 @@ def attribution_effects(
         z = torch.stack([zs[layer].detach() for layer in range(L)])  # [layer, b, pos, h, d]
         g = torch.stack([gr.detach() for gr in grads])
         target = _ablated_z(probe, z, batch, reference, mode)
-        mask = batch.attention_mask.to(z.dtype)
+        mask = (batch.attention_mask if positions == "all" else knockout_query_mask(batch, positions)).to(z.dtype)
         eff = einops.einsum((target - z) * g, mask, "layer b pos h d, b pos -> b layer h")
         per[idx] = eff.cpu().double().numpy()
         bar.update(len(idx))
         del zs, grads, logits
     bar.close()
+    if heads is not None:
+        keep = np.zeros((L, H), bool)
+        keep[tuple(np.array(list(heads)).T)] = True
+        per[:, ~keep] = np.nan
     return EffectSweepResult(per, "attribution", mode, time.perf_counter() - t0, _ids(examples), clean_d,
-                             getattr(model, "name", ""), dataset_name)
+                             getattr(model, "name", ""), dataset_name, positions)
 
 
 def _ablated_z(probe: HeadAblation, z: Tensor, batch: PromptBatch, reference: ZReference | None, mode: str) -> Tensor:

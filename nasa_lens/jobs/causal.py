@@ -1,20 +1,21 @@
-"""The causal jobs: ``nasa-lens ablate`` (metrics before / after ablating a head set) and ``nasa-lens patch``
-(per-head activation patching on counterfactual pairs, with its heatmap)."""
+"""The causal jobs: ``nasa-lens ablate`` (metrics before / after ablating a head set), ``nasa-lens patch``
+(per-head activation patching on counterfactual pairs, with its heatmap) and ``nasa-lens sweep`` (every head's
+ablation effect, exact on the suffix or on every position, or by attribution patching)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasa_lens.causal.config import AblationConfig, PatchingConfig
+from nasa_lens.causal.config import AblationConfig, EffectSweepConfig, PatchingConfig
 from nasa_lens.parallel import writer_only
 from nasa_lens.jobs.common import DataSpec, ModelSpec
-from nasa_lens.vocab import PATCHING_HEATMAP_FILE
+from nasa_lens.vocab import PATCHING_HEATMAP_FILE, SWEEP_HEATMAP_FILE, SWEEP_PARTIAL_DIR
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nasa_lens.causal import AblationResult, PatchingResult
+    from nasa_lens.causal import AblationResult, EffectSweepResult, PatchingResult
 
-__all__ = ["AblateJob", "PatchJob", "run_ablate", "run_patch"]
+__all__ = ["AblateJob", "PatchJob", "SweepJob", "run_ablate", "run_patch", "run_sweep"]
 
 
 @dataclass
@@ -30,6 +31,13 @@ class AblateJob:
 @dataclass
 class PatchJob:
     """What ``nasa-lens patch`` writes besides the :class:`PatchingConfig` results."""
+
+    png: bool = field(default=True, metadata={"help": "also write the heatmap as PNG (needs a Chromium)"})
+
+
+@dataclass
+class SweepJob:
+    """What ``nasa-lens sweep`` writes besides the :class:`EffectSweepConfig` results."""
 
     png: bool = field(default=True, metadata={"help": "also write the heatmap as PNG (needs a Chromium)"})
 
@@ -91,3 +99,61 @@ def run_patch(
                 written = save_figure(patching_heatmap(result), saved / PATCHING_HEATMAP_FILE, png=job.png)
                 written = [out / Path(p).relative_to(tmp) for p in written]
     return result, written
+
+
+def _sweep_key(cfg: EffectSweepConfig, model: Any, data: Any, spec: DataSpec | None) -> str:
+    """Everything a sweep's numbers depend on, hashed: the partial results of another sweep are never reused."""
+    import hashlib
+    import json
+
+    ids = [str(getattr(ex, "id", i)) for i, ex in enumerate(data)]
+    key = {"config": cfg.to_dict(), "model": getattr(model, "name", ""), "source": str(getattr(model, "source", "")),
+           "data": getattr(spec, "__dict__", {}), "ids": ids}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_sweep(
+    cfg: EffectSweepConfig,
+    out_dir: str | Path,
+    *,
+    model: ModelSpec | Any,
+    data: DataSpec | Any,
+    job: SweepJob | None = None,
+    progress: bool = True,
+) -> EffectSweepResult:
+    """Sweep the heads of ``cfg`` and write ``effects.csv``, ``effects_by_example.csv``, ``sweep.json`` and the
+    heatmap into ``out_dir``. The exact method keeps per-batch, per-layer results in ``out_dir/sweep.partial``
+    while it runs, so a killed sweep rerun with the same command resumes; they are removed once the files are
+    written. Data-parallel under torchrun (rank 0 writes)."""
+    import shutil
+    import time
+
+    from nasa_lens import causal
+    from nasa_lens.io import atomic_output, check_out_dir
+    from nasa_lens.parallel import world
+    from nasa_lens.plots import save_figure
+    from nasa_lens.plots.causal import effect_heatmap
+
+    job = job or SweepJob()
+    out = check_out_dir(out_dir)
+    spec = data if isinstance(data, DataSpec) else None
+    data = data.load() if isinstance(data, DataSpec) else data
+    model = model.load() if isinstance(model, ModelSpec) else model
+    heads = causal.sweep_heads(model, cfg.heads, cfg.seed)  # the heads against the model's shape
+    if cfg.heads.strip() != "all" and not heads:
+        raise causal.CausalError(f"--heads {cfg.heads} names no head")
+    partial = out / SWEEP_PARTIAL_DIR / _sweep_key(cfg, model, data, spec)
+    t0 = time.perf_counter()
+    result = causal.effect_sweep(model, data, cfg, partial=partial if cfg.method == "exact" else None, progress=progress)
+    result.seconds = time.perf_counter() - t0
+    result.meta.update({"split": getattr(spec, "split", None), "format": cfg.format, "heads": cfg.heads,
+                        "limit": getattr(spec, "limit", None), "world_size": world().size, "config": cfg.to_dict()})
+    if not result.dataset:
+        result.dataset = str(getattr(spec, "data", "") or getattr(data, "name", ""))
+    with writer_only() as write:  # data-parallel (torchrun): rank 0 writes and draws, the others wait
+        if write:
+            with atomic_output(out) as tmp:
+                result.write_sweep(tmp)
+                save_figure(effect_heatmap(result), tmp / SWEEP_HEATMAP_FILE, png=job.png)
+            shutil.rmtree(out / SWEEP_PARTIAL_DIR, ignore_errors=True)
+    return result
