@@ -200,6 +200,9 @@ class AblationConfig:
         n_random: random head sets drawn per k (the control; drawn outside the top-k).
         n_perm: permutation draws of the top-k vs random p-value.
         limit: test examples used (at most ``data.test_limit``; 0: all of them).
+        positions: where the heads are ablated: ``"all"`` (every position), ``"after"`` (the suffix, after
+            the later candidate through the answer: only those columns are recomputed, much faster) or
+            ``"last"`` (the answer position).
     """
 
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])
@@ -207,6 +210,7 @@ class AblationConfig:
     n_random: int = 3
     n_perm: int = 1000
     limit: int = 0
+    positions: str = "all"
 
     def __post_init__(self) -> None:
         _check(len(self.ks) >= 1, "ablation.ks", "must list at least one head count")
@@ -217,6 +221,7 @@ class AblationConfig:
         _check(self.n_random >= 0, "ablation.n_random", f"must be >= 0, got {self.n_random}")
         _positive(self.n_perm, "ablation.n_perm")
         _check(self.limit >= 0, "ablation.limit", f"must be >= 0 (0: all test examples), got {self.limit}")
+        _known(self.positions, ("all", "after", "last"), "ablation.positions")
 
 
 @dataclass

@@ -183,3 +183,23 @@ def test_sweep_command_refuses_bad_input_before_loading(tmp_path, capsys, monkey
         code = exc.code
     assert code == 2
     assert words in capsys.readouterr().err
+
+
+def test_ablate_and_ablation_curve_take_positions(tiny, examples):
+    heads = [(1, 2), (0, 3)]
+    want = causal.head_set_effects(tiny, examples, [heads], batch_size=3, progress=False).effects[0]
+    res = causal.ablate(tiny, examples, causal.AblationConfig(heads="1.2,0.3", positions="after", n_boot=10, batch_size=3),
+                        progress=False)
+    got = res.after.to_dataframe()["logit_diff"].to_numpy() - res.before.to_dataframe()["logit_diff"].to_numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    every = causal.ablate(tiny, examples, causal.AblationConfig(heads="1.2,0.3", n_boot=10, batch_size=3), progress=False)
+    got_all = every.after.to_dataframe()["logit_diff"].to_numpy() - every.before.to_dataframe()["logit_diff"].to_numpy()
+    np.testing.assert_allclose(got_all, full_effects(tiny, examples, HeadAblation(tuple(heads))), atol=1e-5)
+    assert np.abs(got_all - got).max() > 1e-4
+    rank = np.array([[0.1, 0.5, -0.2, 0.9], [0.3, -0.7, 0.8, 0.0]])
+    curve = causal.ablation_curve(tiny, examples, rank, ks=(1, 2), n_random_seeds=1, n_boot=20, n_perm=20, batch_size=3,
+                                  positions="after", progress=False)
+    top2 = curve.outputs["top/k=2"][1] - curve.clean[1]  # top 2 by the ranking: 0.3 and 1.2
+    np.testing.assert_allclose(top2, want, atol=1e-6)
+    with pytest.raises(causal.CausalError, match="positions"):
+        causal.AblationConfig(positions="first")

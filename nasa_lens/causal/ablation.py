@@ -23,8 +23,8 @@ from nasa_lens.parallel import over_examples
 from nasa_lens.prompts import PromptFormat, by_batch_plan, iter_batches
 
 from nasa_lens.causal.config import AblationConfig, AblationCurveConfig, CausalError
+from nasa_lens.causal.headsets import runner_for
 from nasa_lens.causal.runner import (
-    _BatchRunner,
     _format,
     _ids,
     _labels,
@@ -108,7 +108,7 @@ def ablate(
     fmt = PromptFormat.named(cfg.format)
     if cfg.mode != "zero" and reference is None:
         reference = collect_z_reference(model, examples, fmt, batch_size=cfg.batch_size, pool_size=cfg.pool_size, progress=progress)
-    ablation = HeadAblation(tuple(heads), cfg.mode, reference, seed=cfg.seed)
+    ablation = HeadAblation(tuple(heads), cfg.mode, reference, seed=cfg.seed, positions=cfg.positions)
     p0, d0, p1, d1 = _ablate_rows(model, examples, fmt, ablation, batch_size=cfg.batch_size, progress=progress)
     labels = _labels(examples)
     common = dict(threshold=cfg.threshold, n_boot=cfg.n_boot, seed=cfg.seed, model=getattr(model, "name", ""),
@@ -128,7 +128,7 @@ def _ablate_rows(
     p0, d0, p1, d1 = (np.full(n, np.nan) for _ in range(4))
     bar = tqdm(total=n, desc=f"ablate {len(ablation.heads)} heads ({ablation.mode})", disable=not progress, leave=False)
     for idx, batch in iter_batches(model, examples, fmt, batch_size):
-        runner = _BatchRunner(model, batch)
+        runner = runner_for(model, batch, ablation.positions)
         p0[idx], d0[idx] = _p_and_diff(runner.clean)
         p1[idx], d1[idx] = _p_and_diff(runner.pair(ablation.hooks(batch), ablation.first_layer))
         bar.update(len(idx))
@@ -278,8 +278,10 @@ def ablation_curve(
     keywords (``ks``, ``mode``, ``n_random_seeds`` (alias ``n_random``), and ``options`` such as ``n_boot``,
     ``seed``, ``batch_size``, ``threshold``). ``fmt`` overrides ``config.format``.
 
-    All conditions run on the same batches: per batch one clean forward (caching the residual stream),
-    then one forward per head set, started at the set's first layer.
+    All conditions run on the same batches: per batch one clean forward (caching the residual stream, and for
+    ``positions="after"`` the prefix keys/values), then one run per head set from the set's first layer, of
+    every column or (``after`` / ``last``) of the suffix columns only
+    (:class:`~nasa_lens.causal.suffix.SuffixRunner`).
     """
     if config is None:
         n_seeds = n_random_seeds if n_random_seeds is not None else (n_random if n_random is not None else 3)
@@ -299,13 +301,14 @@ def ablation_curve(
     t0 = time.perf_counter()
     if cfg.mode != "zero" and reference is None:
         reference = collect_z_reference(model, examples, fmt_, batch_size=cfg.batch_size, pool_size=cfg.pool_size, progress=progress)
-    ablations = {_key(c, k, s): HeadAblation(tuple(h), cfg.mode, reference, seed=cfg.seed) for c, k, s, h in conds}
+    ablations = {_key(c, k, s): HeadAblation(tuple(h), cfg.mode, reference, seed=cfg.seed, positions=cfg.positions)
+                 for c, k, s, h in conds}
     n = len(examples)
     clean = (np.full(n, np.nan), np.full(n, np.nan))
     outputs = {key: (np.full(n, np.nan), np.full(n, np.nan)) for key in ablations}
     bar = tqdm(total=n * (1 + len(ablations)), desc=f"ablation curve ({cfg.mode})", disable=not progress)
     for idx, batch in iter_batches(model, examples, fmt_, cfg.batch_size):
-        runner = _BatchRunner(model, batch)
+        runner = runner_for(model, batch, cfg.positions)
         clean[0][idx], clean[1][idx] = _p_and_diff(runner.clean)
         bar.update(len(idx))
         for key, ab in ablations.items():

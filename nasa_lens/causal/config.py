@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nasa_lens.heads import Head, HeadSpecError, check_head_spec
-from nasa_lens.vocab import ABLATION_MODES, FORMATS, SWEEP_METHODS, SWEEP_POSITIONS, InputError, NasaLensError, check_threshold
+from nasa_lens.vocab import ABLATION_MODES, ABLATION_POSITIONS, FORMATS, SWEEP_METHODS, SWEEP_POSITIONS, InputError, NasaLensError, check_threshold
 
 __all__ = ["CURVE_METRICS", "VECTOR_METRICS", "CausalError", "AblationConfig", "AblationCurveConfig", "EffectSweepConfig", "PatchingConfig"]
 
@@ -27,12 +27,15 @@ class AblationConfig:
         heads: a head spec (``top:K``, ``bottom:K``, ``random:K[:SEED]``, ``L.H,L.H``) or a list of heads.
         mode: ``zero``, ``mean`` or ``resample`` (the reference for mean/resample is the evaluated data).
         format: prompt format preset.
+        positions: ``all`` (every position), ``after`` (the suffix: after the later candidate through the
+            answer) or ``last`` (the answer position); only the columns the ablation can change are recomputed.
         batch_size, n_boot, seed, threshold: as in :func:`nasa_lens.evaluate.evaluate`.
         pool_size: reference examples kept whole for resample ablation.
     """
 
     heads: str | list[Head] = "top:4"
     mode: str = "zero"
+    positions: str = "all"
     format: str = "yes-no"
     batch_size: int = 16
     n_boot: int = 1000
@@ -48,6 +51,7 @@ class AblationConfig:
         _check_common(self.batch_size, self.n_boot, self.threshold)
         if self.mode == "resample" and self.pool_size < 2:
             raise CausalError(f"resample ablation needs pool_size >= 2, got {self.pool_size}")
+        _check_positions(self.positions)
         if isinstance(self.heads, str):
             if not self.heads.strip():
                 raise CausalError("heads must be a head spec like top:4 or 18.4,20.1")
@@ -61,6 +65,11 @@ class AblationConfig:
         if not isinstance(self.heads, str):
             d["heads"] = [list(h) for h in self.heads]
         return d
+
+
+def _check_positions(positions: str) -> None:
+    if positions not in ABLATION_POSITIONS:
+        raise CausalError(f"unknown ablation positions {positions!r}; choose one of {list(ABLATION_POSITIONS)}")
 
 
 def _check_common(batch_size: int, n_boot: int, threshold: float) -> None:
@@ -86,11 +95,14 @@ class AblationCurveConfig:
         metrics: which metrics the table reports (keys of :func:`vector_metrics`).
         n_boot: bootstrap draws (examples resampled; the same draw for the clean and ablated runs).
         n_perm: permutation draws for the top-k (and bottom-k) vs random p-value.
+        positions: where the heads are ablated: ``all``, ``after`` (the suffix) or ``last`` (see
+            :class:`AblationConfig`).
         seed, batch_size, threshold, format, pool_size: as usual.
     """
 
     ks: tuple[int, ...] = (1, 2, 4, 8, 16)
     mode: str = "zero"
+    positions: str = "all"
     n_random_seeds: int = 3
     exclude_top_from_random: bool = True
     metrics: tuple[str, ...] = CURVE_METRICS
@@ -113,6 +125,7 @@ class AblationCurveConfig:
             raise CausalError(f"ks must be strictly ascending, got {list(self.ks)}")
         if self.mode not in ABLATION_MODES:
             raise CausalError(f"unknown ablation mode {self.mode!r}; choose one of {list(ABLATION_MODES)}")
+        _check_positions(self.positions)
         if self.n_random_seeds < 0:
             raise CausalError(f"n_random_seeds must be >= 0, got {self.n_random_seeds}")
         unknown = [m for m in self.metrics if m not in VECTOR_METRICS]

@@ -189,6 +189,7 @@ def stage_ablation(env: StudyEnv, model_name: str, ctx: StageContext) -> dict[st
     result = causal.ablation_curve(
         model, data, nas.mean, ks=list(a.ks), mode=a.mode, n_random_seeds=a.n_random, fmt=env.format, progress=env.progress,
         seed=cfg.seed, batch_size=cfg.batch_size, threshold=cfg.bias.threshold, n_boot=cfg.bias.n_boot, n_perm=a.n_perm,
+        positions=a.positions,
     )
     result.save(ctx.work / CURVE_DIR)
     _write_csv(ctx.work / ABLATION_FILE, result.to_wide())
