@@ -56,6 +56,7 @@ notebooks: setup
 bench: setup
 	$(PY) benchmarks/nas_scan.py
 	$(PY) benchmarks/effect_sweep.py
+	$(PY) benchmarks/sweep_cost.py --threads 1
 	$(PY) benchmarks/finetune_step.py
 
 # PNG screenshots of the quick study's report.html (headless Chromium, offline) for docs/explore.md.

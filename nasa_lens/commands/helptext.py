@@ -26,6 +26,7 @@ EXAMPLES: dict[str, str] = {
     "scan": "nasa-lens scan --data strategyqa --limit 40 --top 5 --out results/scan",
     "ablate": "nasa-lens ablate --data strategyqa --limit 40 --heads top:1 --nas results/scan --out results/a1",
     "patch": "nasa-lens patch --data strategyqa --limit 16 --pairs swap --max-pairs 2 --out results/patch",
+    "sweep": "nasa-lens sweep --data strategyqa --limit 64 --mode zero --positions after --out results/sweep",
     "dla": "nasa-lens dla --data strategyqa --limit 40 --out results/dla",
     "paths": "nasa-lens paths --data strategyqa --limit 16 --senders top:4 --out results/paths",
     "finetune": "nasa-lens finetune --train strategyqa --limit 32 --steps 4 --out results/nasa",
