@@ -197,6 +197,8 @@ class SuffixRunner:
             pat[int(hook.name.split(".")[1])] = x.detach()[:, :, :P]
 
         fwd = [(z_hook_name(i), keep_z) for i in range(self.n_layers)]
+        if "ln_final.hook_out" in bridge.hook_dict:  # unembed the last position only (the answer is read there)
+            fwd.append(("ln_final.hook_out", lambda x, hook=None: x[:, -1:]))
         if patterns:
             fwd += [(pattern_hook_name(i), keep_pattern) for i in range(self.n_layers)]
         try:
