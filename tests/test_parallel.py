@@ -27,6 +27,7 @@ COMMANDS = {
     "ablate": f"ablate {DATA} --heads 0.1,1.2 --mode mean --out {{out}}/ablate",
     "patch": f"patch {DATA} --no-png --out {{out}}/patch",
     "dla": f"dla {DATA} --no-png --out {{out}}/dla",
+    "sweep": f"sweep {DATA} --mode mean --no-png --out {{out}}/sweep",
 }
 
 
@@ -122,6 +123,19 @@ def test_torchrun_files_equal_one_process(runs, command):
         frame = pd.read_csv(two / command / "predictions.csv")
         assert len(frame) == 10 and frame["p_yes"].notna().all()
         assert json.loads((two / command / "metrics.json").read_text())["n"] == 10
+
+
+def test_torchrun_sweep_equals_one_process(runs):
+    """nasa-lens sweep (the suffix runner, whole batches per rank): effects byte-identical to one process."""
+    one, two, _ = runs
+    for name in ("effects.csv", "effects_by_example.csv"):
+        assert (one / "sweep" / name).read_bytes() == (two / "sweep" / name).read_bytes(), name
+    a, b = (json.loads((d / "sweep" / "sweep.json").read_text()) for d in (one, two))
+    assert (a.pop("world_size"), b.pop("world_size")) == (1, 2)
+    a.pop("seconds"), b.pop("seconds")
+    assert a == b and a["n"] == 10
+    assert len(pd.read_csv(two / "sweep" / "effects.csv")) == 8  # tiny-random: 2 layers x 4 heads
+    assert not (two / "sweep" / "sweep.partial").exists()
 
 
 def test_torchrun_cli_entry_and_rank_errors(tmp_path):
