@@ -95,12 +95,12 @@ class DataConfig:
             true-false, false-true).
     """
 
-    dataset: str = "multistep"
-    generalisation: list[str] = field(default_factory=lambda: ["strategyqa", "prime"])
+    dataset: str = "lookup"  # difficulty 1 (``options``): the data SmolLM2 ranks well (AUROC ~0.89) yet answers "No"
+    generalisation: list[str] = field(default_factory=lambda: ["strategyqa", "multistep"])
     train_limit: int = 64
     test_limit: int = 48
     test_fraction: float = 0.3
-    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    options: dict[str, dict[str, Any]] = field(default_factory=lambda: {"lookup": {"difficulty": 1}})
     format: str = "yes-no"
 
     def __post_init__(self) -> None:
