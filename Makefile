@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.nasa-lens-setup
 
-.PHONY: setup demo figures test test-fast test-network notebooks bench screenshots gpu-check throughput clean
+.PHONY: setup demo figures results test test-fast test-network notebooks bench screenshots gpu-check throughput clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,12 @@ demo: setup
 
 figures: setup
 	$(VENV)/bin/nasa-lens study --out results/study --figures figures
+
+# Every committed result under figures/data/ (index.csv lists each number, its file and the command that wrote
+# it): reruns each command once, then tests/test_evidence.py recomputes every number of the README's findings and
+# docs/results.md from its file. About 2 hours on a shared 2-core machine (figures/data/runtimes.csv when run).
+results: setup
+	$(PY) experiments/make_results.py
 
 # The whole suite, hermetic: no test reaches a package index (those that need the live one are marked
 # `network` and run by `make test-network` only).

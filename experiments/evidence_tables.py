@@ -1,0 +1,145 @@
+"""Issue #20 items 4 and 6: the tables (and the figure) derived from the committed scans and comparisons.
+
+Reads ``figures/data/scans/<model>_<data>_<format>/`` (written by ``experiments/model_scan.py``) and
+``figures/data/debias_*/comparison.csv`` (``experiments/debias_lookup.py``); writes
+
+* ``figures/data/nas_order_<model>_<data>.csv``: every head's NAS with "Yes or No" and with "No or Yes" on the
+  same questions, and its kind: ``no-both`` (leans to "No" in both orders: NAS > 0.5 and z > 3 in both),
+  ``yes-both``, ``second`` (leans to the second-named candidate: "No" in yes-no, "Yes" in no-yes), ``first``,
+  or ``weak`` (not clearly signed in one order);
+* ``figures/data/nas_order_summary.csv``: per model and data, Pearson and Spearman of the two orders' head NAS
+  with 95% bootstrap intervals over questions (1000 resamples, seed 0) and the count of each kind;
+* ``figures/data/models_side_by_side.csv``: per model and data set, the bias metrics (95% bootstrap intervals,
+  recomputed from ``predictions.csv`` as ``nasa-lens eval`` does), the top-5 NAS heads (positions after the
+  candidates), and, where a comparison exists, the in-domain threshold's accuracy;
+* ``figures/models_side_by_side.html`` (and ``.png`` when a Chromium is found).
+
+Run: ``python experiments/evidence_tables.py`` (seconds).
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "figures" / "data"
+
+
+def per_example(folder: Path) -> tuple[list[str], np.ndarray, list[tuple[int, int]]]:
+    long = pd.read_csv(folder / "nas_by_example.csv.gz", dtype={"id": str})
+    wide = long.pivot_table(index="id", columns=["layer", "head"], values="nas", sort=True)
+    return list(wide.index), wide.to_numpy(float), [tuple(map(int, c)) for c in wide.columns]
+
+
+def kind(m1: float, s1: float, m2: float, s2: float) -> str:
+    def sign(m: float, s: float) -> int:
+        return int(np.sign(m)) if abs(m) > 0.5 and abs(m) > 3 * max(s, 1e-12) else 0
+
+    a, b = sign(m1, s1), sign(m2, s2)
+    if a == 0 or b == 0:
+        return "weak"
+    return {(1, 1): "no-both", (-1, -1): "yes-both", (1, -1): "second", (-1, 1): "first"}[(a, b)]
+
+
+def order_tables(model: str, data: str, n_boot: int = 1000) -> dict:
+    from scipy.stats import spearmanr
+
+    a_dir, b_dir = DATA / "scans" / f"{model}_{data}_yes-no", DATA / "scans" / f"{model}_{data}_no-yes"
+    ids_a, xa, heads = per_example(a_dir)
+    ids_b, xb, heads_b = per_example(b_dir)
+    assert ids_a == ids_b and heads == heads_b, "the two orders were scanned on different questions"
+    ma, mb = xa.mean(0), xb.mean(0)
+    sa, sb = xa.std(0, ddof=1) / np.sqrt(len(xa)), xb.std(0, ddof=1) / np.sqrt(len(xb))
+    frame = pd.DataFrame({"layer": [h[0] for h in heads], "head": [h[1] for h in heads], "nas_yes_no": ma, "se_yes_no": sa,
+                          "nas_no_yes": mb, "se_no_yes": sb})
+    frame["rank_yes_no"] = frame.nas_yes_no.rank(ascending=False, method="first").astype(int)
+    frame["rank_no_yes"] = frame.nas_no_yes.rank(ascending=False, method="first").astype(int)
+    frame["kind"] = [kind(*r) for r in frame[["nas_yes_no", "se_yes_no", "nas_no_yes", "se_no_yes"]].to_numpy()]
+    frame["min_nas"] = frame[["nas_yes_no", "nas_no_yes"]].min(axis=1)
+    frame = frame.sort_values("rank_yes_no").reset_index(drop=True)
+    frame.to_csv(DATA / f"nas_order_{model}_{data}.csv", index=False, float_format="%.6g")
+    rng = np.random.default_rng(0)
+    pear, spear = [], []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(xa), len(xa))
+        a, b = xa[idx].mean(0), xb[idx].mean(0)
+        pear.append(np.corrcoef(a, b)[0, 1])
+        spear.append(spearmanr(a, b).statistic)
+    row = {"model": model, "data": data, "n": len(xa), "heads": len(heads),
+           "pearson": float(np.corrcoef(ma, mb)[0, 1]), "pearson_lo": float(np.quantile(pear, 0.025)),
+           "pearson_hi": float(np.quantile(pear, 0.975)), "spearman": float(spearmanr(ma, mb).statistic),
+           "spearman_lo": float(np.quantile(spear, 0.025)), "spearman_hi": float(np.quantile(spear, 0.975))}
+    for k in ("no-both", "yes-both", "second", "first", "weak"):
+        row[f"n_{k}"] = int((frame.kind == k).sum())
+    top = frame[frame.rank_yes_no <= 10]
+    row["top10_second"] = int((top.kind == "second").sum())
+    row["top10_no_both"] = int((top.kind == "no-both").sum())
+    return row
+
+
+def side_by_side() -> pd.DataFrame:
+    from nasa_lens.evaluate import result_from_predictions
+
+    rows = []
+    for folder in sorted((DATA / "scans").glob("*_yes-no")):
+        model, data = folder.name.rsplit("_", 2)[:2]
+        pred = pd.read_csv(folder / "predictions.csv", dtype={"id": str})
+        res = result_from_predictions(pred.id.tolist(), (pred.label == "yes").to_numpy(int), pred.p_yes.to_numpy(float),
+                                      pred.logit_diff.to_numpy(float), n_boot=1000, seed=0)
+        nas = pd.read_csv(folder / "nas.csv")
+        row = {"model": model, "data": data, "n": len(pred)}
+        for k in ("yes_rate", "pr_gap", "accuracy", "auroc", "precision", "recall"):
+            row[k] = res.metrics[k]
+            row[f"{k}_lo"], row[f"{k}_hi"] = res.ci[k]
+        row["top5_nas"] = " ".join(f"{r.layer}.{r.head}" for r in nas.head(5).itertuples())
+        row["top1_nas"] = float(nas.nas_mean.iloc[0])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def figure(frame: pd.DataFrame):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    metrics = ["yes_rate", "accuracy", "auroc"]
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics)
+    colors = {m: c for m, c in zip(sorted(frame.model.unique()), ["#1f77b4", "#d62728", "#2ca02c"])}
+    for j, metric in enumerate(metrics, start=1):
+        for model, sub in frame.groupby("model"):
+            fig.add_trace(go.Bar(x=sub.data, y=sub[metric], name=model, legendgroup=model, showlegend=j == 1,
+                                 marker_color=colors[model],
+                                 error_y=dict(type="data", symmetric=False, array=sub[f"{metric}_hi"] - sub[metric],
+                                              arrayminus=sub[metric] - sub[f"{metric}_lo"])), row=1, col=j)
+    fig.update_layout(barmode="group", title="Two models side by side (95% bootstrap intervals)", height=420, width=1100)
+    return fig
+
+
+def main(argv: list[str] | None = None) -> int:
+    global DATA
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--figures", default=str(ROOT / "figures"))
+    ap.add_argument("--data-dir", default=None, help="where scans/ is read and the tables are written")
+    args = ap.parse_args(argv)
+    DATA = Path(args.data_dir) if args.data_dir else DATA
+    rows = []
+    for folder in sorted((DATA / "scans").glob("*_no-yes")):
+        model, data = folder.name.rsplit("_", 2)[:2]
+        if (DATA / "scans" / f"{model}_{data}_yes-no").is_dir():
+            rows.append(order_tables(model, data))
+    if rows:
+        pd.DataFrame(rows).to_csv(DATA / "nas_order_summary.csv", index=False, float_format="%.6g")
+        print(pd.DataFrame(rows).to_string(index=False))
+    frame = side_by_side()
+    frame.to_csv(DATA / "models_side_by_side.csv", index=False, float_format="%.6g")
+    print(frame.drop(columns=[c for c in frame.columns if c.endswith(("_lo", "_hi"))]).to_string(index=False))
+    from nasa_lens.plots import save_figure
+
+    save_figure(figure(frame), Path(args.figures) / "models_side_by_side", include_plotlyjs="directory")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

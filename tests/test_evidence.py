@@ -1,0 +1,170 @@
+"""Every number in the README's findings and in docs/results.md is a claim in figures/data/index.csv, and every
+claim there is recomputed from its committed file (issue #20).
+
+``figures/data/index.csv`` columns: ``claim`` (what it is), ``value`` (the number exactly as the docs print it),
+``file`` (a committed CSV, ``.csv.gz`` when large, relative to the repository root), ``command`` (the command
+that wrote the file; ``make results`` runs each), then the recomputation spec: ``column``, ``filter`` (a pandas
+``DataFrame.query`` string, empty: every row) and ``stat``:
+
+* ``value``: the filtered frame holds exactly one row; its ``column``
+* ``mean``, ``median``, ``min``, ``max``, ``sum``: of ``column`` over the filtered rows; ``count``: the rows;
+  ``nunique``: distinct values of ``column``
+* ``delta``: ``filter`` is ``A ;; B``: mean of ``column`` over rows ``A`` minus over rows ``B``
+* ``head``: exactly one row; ``"{layer}.{head}"``
+* ``pearson:OTHER``, ``spearman:OTHER``: correlation of ``column`` with ``OTHER`` over the filtered rows
+* ``metric``, ``metric_lo``, ``metric_hi``: ``column`` names a bias metric; recomputed (point value or 95%
+  bootstrap bound, 1000 resamples, seed 0, threshold 0.5: what ``nasa-lens eval`` reports) from a
+  ``predictions.csv`` (``label``, ``p_yes``, ``logit_diff``) with ``nasa_lens.evaluate.result_from_predictions``
+
+The recomputed number is printed with the decimals (and sign, and ``%``) of ``value`` and must equal it.
+A document number matches a claim when it equals the claim's ``value`` string (after mapping "−" to "-").
+
+Numbers that are not measurements are skipped only where this file says: inside code spans and fenced code,
+in link targets, and the literal strings of :data:`NOT_MEASURED`.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+INDEX = ROOT / "figures" / "data" / "index.csv"
+DOCS = {"README.md": ("## What it found", "\n## "), "docs/results.md": (None, None)}
+
+# Names and conventions that contain digits but measure nothing (each written exactly so in the docs).
+NOT_MEASURED = ("95%", "SmolLM2-135M-Instruct", "Gemma 3 270M", "4-bit", "issue #20", "issue #19", "issue #18")
+
+NUMBER = re.compile(r"(?:(?<=[\s(\[,/–=:;])|^)([+\-−]?\d+(?:\.\d+)?%?)(?![\w])(?!\.\d)")
+
+
+def doc_text(rel: str, start: str | None, end: str | None) -> str:
+    text = (ROOT / rel).read_text(encoding="utf-8")
+    if start is not None:
+        i = text.index(start)
+        j = text.find(end, i + len(start)) if end else -1
+        text = text[i: j if j >= 0 else None]
+    return text
+
+
+def doc_numbers(text: str) -> list[str]:
+    """The numbers of a markdown text that must be claims (see the module docstring for what is skipped)."""
+    text = re.sub(r"```.*?```", " ", text, flags=re.S)
+    text = re.sub(r"`[^`\n]*`", " ", text)
+    text = re.sub(r"\]\([^)]*\)", "] ", text)
+    text = re.sub(r"<[^>\n]*>", " ", text)
+    for s in NOT_MEASURED:
+        text = text.replace(s, " ")
+    return [m.group(1).replace("−", "-") for m in NUMBER.finditer(text)]
+
+
+def load_index() -> pd.DataFrame:
+    return pd.read_csv(INDEX, dtype=str, keep_default_na=False)
+
+
+def _frame(file: str) -> pd.DataFrame:
+    return pd.read_csv(ROOT / file)
+
+
+def recompute(row: dict[str, str]) -> float | str:
+    """The claim's number (or head name) recomputed from its file by its spec."""
+    df = _frame(row["file"])
+    col, filt, stat = row["column"], row["filter"].strip(), row["stat"]
+    if stat == "delta":
+        a, b = (f.strip() for f in filt.split(";;"))
+        return float(df.query(a)[col].mean() - df.query(b)[col].mean())
+    sub = df.query(filt) if filt else df
+    if stat in ("value", "head"):
+        assert len(sub) == 1, f"{row['claim']}: the filter selects {len(sub)} rows, not 1"
+        r = sub.iloc[0]
+        return f"{int(r['layer'])}.{int(r['head'])}" if stat == "head" else r[col]
+    if stat == "count":
+        return float(len(sub))
+    if stat == "nunique":
+        return float(sub[col].nunique())
+    if stat in ("mean", "median", "min", "max", "sum"):
+        return float(getattr(sub[col], stat)())
+    if stat.startswith(("pearson:", "spearman:")):
+        method, other = stat.split(":", 1)
+        return float(sub[col].corr(sub[other], method=method))
+    if stat in ("metric", "metric_lo", "metric_hi"):
+        from nasa_lens.evaluate import result_from_predictions
+
+        labels = (sub["label"] == "yes").to_numpy(int)
+        res = result_from_predictions(sub["id"].astype(str).tolist(), labels, sub["p_yes"].to_numpy(float),
+                                      sub["logit_diff"].to_numpy(float), n_boot=1000, seed=0)
+        if stat == "metric":
+            return float(res.metrics[col])
+        lo, hi = res.ci[col]
+        return float(lo if stat == "metric_lo" else hi)
+    raise AssertionError(f"{row['claim']}: unknown stat {stat!r}")
+
+
+def render(x: float | str, like: str) -> str:
+    """``x`` printed as ``like`` is: same decimals, a ``+`` when ``like`` has one, ``%`` (x100) when it has one."""
+    if isinstance(x, str):
+        return x
+    x = float(x)
+    pct = like.endswith("%")
+    body = like.rstrip("%").lstrip("+-−")
+    dec = len(body.split(".")[1]) if "." in body else 0
+    if pct:
+        x *= 100
+    if math.isnan(x):
+        return "nan"
+    s = f"{x:.{dec}f}"
+    if s.lstrip("-").strip("0.") == "":
+        s = s.lstrip("-")  # no "-0.000"
+    if like.startswith("+") and not s.startswith("-"):
+        s = "+" + s
+    return s + ("%" if pct else "")
+
+
+def norm(v: str) -> str:
+    return v.replace("−", "-")
+
+
+def test_index_is_well_formed():
+    idx = load_index()
+    assert list(idx.columns[:4]) == ["claim", "value", "file", "command"]
+    assert {"column", "filter", "stat"} <= set(idx.columns)
+    assert len(idx), "index.csv lists no claim"
+    for row in idx.to_dict("records"):
+        assert (ROOT / row["file"]).is_file(), f"{row['claim']}: {row['file']} is not committed"
+        assert row["file"].startswith("figures/data/"), row["file"]
+        assert row["command"].strip(), f"{row['claim']}: no command"
+
+
+def test_every_claim_recomputes():
+    bad = []
+    for row in load_index().to_dict("records"):
+        got = render(recompute(row), norm(row["value"]))
+        if norm(got) != norm(row["value"]):
+            bad.append(f"{row['claim']}: index says {row['value']}, {row['file']} gives {got}")
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.parametrize("rel", list(DOCS))
+def test_every_doc_number_is_a_claim(rel):
+    values = {norm(v) for v in load_index()["value"]}
+    nums = doc_numbers(doc_text(rel, *DOCS[rel]))
+    assert nums, f"{rel}: no number found (is the section heading still {DOCS[rel][0]!r}?)"
+    missing = sorted({n for n in nums if n not in values})
+    assert not missing, f"{rel}: numbers not in figures/data/index.csv: {missing}"
+
+
+def test_the_check_can_fail(tmp_path):
+    """A claim whose value is off in the last digit, or a document number that is no claim, is caught."""
+    row = load_index().iloc[0].to_dict()
+    good = render(recompute(row), norm(row["value"]))
+    assert good == norm(row["value"])
+    if re.fullmatch(r"[+\-]?\d+\.\d+%?", good):
+        wrong = good[:-1] + ("1" if good[-1] != "1" else "2") if not good.endswith("%") else good
+        assert render(recompute(row), wrong) != wrong
+    assert doc_numbers("accuracy 0.123456 [0.1, 0.2] (`n = 7` ignored)") == ["0.123456", "0.1", "0.2"]
+    assert render(0.2249, "+0.225") == "+0.225" and render(-0.0001, "0.000") == "0.000" and render(0.42, "42%") == "42%"
+    assert np.isfinite(float(good)) if re.fullmatch(r"[+\-]?\d+(\.\d+)?", good) else True
