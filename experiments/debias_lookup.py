@@ -54,10 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-limit", type=int, default=None)
     ap.add_argument("--once", default="base,threshold")
     ap.add_argument("--extra", default="knockout,steer,random-knockout", help="fixes run last, with the first seed")
-    ap.add_argument("--lambdas", type=float, nargs="+", default=[0.0, 0.1, 1.0])
+    ap.add_argument("--lambdas", type=float, nargs="*", default=[0.0, 0.1, 1.0])
     ap.add_argument("--random", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--val-fraction", type=float, default=0.1, help="training examples held out for NASA's best-step restore")
     ap.add_argument("--k", type=int, default=8)
     ap.add_argument("--fit-limit", type=int, default=32)
     ap.add_argument("--n-boot", type=int, default=1000)
@@ -88,6 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frames = []
+    nasa_heads = None
+    if args.lambdas:
+        from nasa_lens.finetune import nas_ranking
+        from nasa_lens.heads import format_heads, ranked_heads
+
+        nasa_heads = format_heads(ranked_heads(nas_ranking(model, train, limit=64))[: args.k])
+        log.info("top-%d NAS heads on the training split: %s", args.k, nasa_heads)
     runs = [(seed, i == 0) for i, seed in enumerate(args.seeds)] + ([(args.seeds[0], None)] if args.extra else [])
     for i, (seed, first) in enumerate(runs):
         opts = method_options(k=args.k, fit_limit=args.fit_limit, steps=args.steps, seed=seed)
@@ -95,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
             fixes = [make_method(m, **opts.get(m, {})) for m in args.extra.split(",") if m]
         else:
             fixes = [make_method(m, **opts.get(m, {})) for m in args.once.split(",") if m] if first else []
-            fixes += [nasa_with_lambda(lam, **opts["nasa"]) for lam in args.lambdas]
+            # every NASA fix trains the same top-k NAS heads (ranked once, on the first 64 training questions)
+            nasa_opts = {**opts["nasa"], "val_fraction": args.val_fraction, "heads_given": nasa_heads}
+            fixes += [nasa_with_lambda(lam, **nasa_opts) for lam in args.lambdas]
             if args.random:
-                fixes.append(make_method("random", **opts["random"]))
+                fixes.append(make_method("random", **{**opts["random"], "val_fraction": args.val_fraction}))
         torch.manual_seed(seed)
         res = compare_fixes(model, train, {test_name: test}, fixes, n_boot=args.n_boot, seed=seed,
                             partial=out / f"partial_{i}.csv")
@@ -112,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         with atomic_path(out / "comparison.csv") as tmp:
             pd.concat(frames).to_csv(tmp, index=False, float_format="%.6g")
         (out / f"partial_{i}.csv").unlink(missing_ok=True)
+        log.info("run %d of %d done (seed %d) after %.0f s", i + 1, len(runs), seed, time.time() - t0)
         write_json(out / "run.json", {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
                                       "n_train": len(train), "n_test": len(test), "runs_done": [[s, "extra" if f is None else "seed"] for s, f in runs[: i + 1]],
                                       "seconds": round(time.time() - t0, 1), "threads": args.threads})
