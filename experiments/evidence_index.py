@@ -20,9 +20,12 @@ LK = "lookup-d1-test200"
 SMOL, GEMMA = "smollm2-135m-instruct", "gemma3-270m"
 SCAN = "python experiments/model_scan.py --model {m} --data {d} --split test --limit 200{f} --out figures/data/scans/{m}_{n}_{fmt}"
 TABLES = "python experiments/evidence_tables.py"
-DEBIAS = "python experiments/debias_lookup.py --threads 2 --out figures/data/debias_smollm2_lookup"
-DEBIAS_G = ('python experiments/debias_lookup.py --model gemma3-270m --threads 2 --once base,threshold --lambdas --no-random '
-            '--extra "" --seeds 0 --out figures/data/debias_gemma3-270m_lookup')
+_B = 'python experiments/debias_lookup.py --threads 1 --steps 10 --extra ""'
+DEBIAS = {"s0": f"{_B} --seeds 0 --lambdas 0 --out figures/data/debias_smollm2_lookup_s0",
+          "s12": f'{_B} --once "" --seeds 1 2 --lambdas 0 --out figures/data/debias_smollm2_lookup_s12',
+          "lambda": f"{_B} --seeds 0 --lambdas 0.1 1 --no-random --out figures/data/debias_smollm2_lookup_lambda",
+          "gemma": ('python experiments/debias_lookup.py --threads 1 --model gemma3-270m --once base,threshold --lambdas --no-random '
+                    '--extra "" --seeds 0 --out figures/data/debias_gemma3-270m_lookup')}
 
 
 def scan(m: str, n: str, fmt: str = "yes-no") -> tuple[str, str]:
@@ -56,11 +59,42 @@ def nas_claims(m: str, n: str, top: int = 5) -> None:
         claim(f"{m} {n}: NAS rank {r} mean NAS", f, cmd, "nas_mean", f"rank == {r}", "value", "{:.1f}")
 
 
+def fix_claims(run: str, method: str, seed: int, metrics=("accuracy", "yes_rate", "auroc", "pr_gap", "recall")) -> None:
+    f = f"{D}/debias_{'gemma3-270m' if run == 'gemma' else 'smollm2'}_lookup{'' if run == 'gemma' else '_' + run}/comparison.csv"
+    q = f"method == '{method}' and seed == {seed}"
+    claim(f"{run} {method} seed {seed}: n", f, DEBIAS[run], "n", q, "value", "{:.0f}")
+    for k in metrics:
+        for suffix in ("", "_lo", "_hi"):
+            claim(f"{run} {method} seed {seed}: {k}{suffix}", f, DEBIAS[run], k + suffix, q, "value",
+                  "{:.2f}" if k == "yes_rate" else "{:.3f}")
+    if method == "threshold":
+        claim(f"{run} threshold fitted", f, DEBIAS[run], "threshold", q, "value", "{:.3f}")
+
+
+def across_seeds(method: str, model: str = SMOL) -> None:
+    f = f"{D}/comparison.csv"
+    q = f"method == '{method}' and model == '{model}'"
+    claim(f"{method}: seeds", f, TABLES, "seed", q, "nunique", "{:.0f}")
+    for k in ("accuracy", "yes_rate", "auroc", "recall"):
+        for stat in ("mean", "min", "max"):
+            claim(f"{method}: {k} {stat} over seeds", f, TABLES, k, q, stat, "{:.2f}" if k == "yes_rate" else "{:.3f}")
+
+
 def build() -> None:
     for m in (SMOL, GEMMA):
         bias_claims(m, SQA)
-        bias_claims(m, LK)
         nas_claims(m, SQA)
+    for method in ("base", "threshold", "nasa", "random"):
+        fix_claims("s0", method, 0)
+    for seed in (1, 2):
+        for method in ("nasa", "random"):
+            fix_claims("s12", method, seed)
+    for method in ("nasa-lambda0.1", "nasa-lambda1"):
+        fix_claims("lambda", method, 0)
+    for method in ("base", "threshold"):
+        fix_claims("gemma", method, 0)
+    for method in ("nasa", "random"):
+        across_seeds(method)
 
 
 def main() -> int:

@@ -12,6 +12,8 @@ Reads ``figures/data/scans/<model>_<data>_<format>/`` (written by ``experiments/
 * ``figures/data/models_side_by_side.csv``: per model and data set, the bias metrics (95% bootstrap intervals,
   recomputed from ``predictions.csv`` as ``nasa-lens eval`` does), the top-5 NAS heads (positions after the
   candidates), and, where a comparison exists, the in-domain threshold's accuracy;
+* ``figures/data/comparison.csv``: every ``figures/data/debias_*/comparison.csv`` (``experiments/debias_lookup.py``)
+  in one table, with its ``model``, ``seed`` and ``train`` columns;
 * ``figures/models_side_by_side.html`` (and ``.png`` when a Chromium is found).
 
 Run: ``python experiments/evidence_tables.py`` (seconds).
@@ -97,7 +99,30 @@ def side_by_side() -> pd.DataFrame:
         row["top5_nas"] = " ".join(f"{r.layer}.{r.head}" for r in nas.head(5).itertuples())
         row["top1_nas"] = float(nas.nas_mean.iloc[0])
         rows.append(row)
+    comp = DATA / "comparison.csv"
+    if comp.is_file():  # the in-domain lookup rows: the base row (bias metrics) and the in-domain threshold's accuracy
+        c = pd.read_csv(comp)
+        for (model, ds), sub in c[c.method.isin(["base", "threshold"])].groupby(["model", "dataset"]):
+            base, thr = sub[sub.method == "base"].iloc[0], sub[sub.method == "threshold"]
+            row = {"model": model, "data": f"{ds}{int(base.n)}", "n": int(base.n)}
+            for k in ("yes_rate", "pr_gap", "accuracy", "auroc", "precision", "recall"):
+                row[k], row[f"{k}_lo"], row[f"{k}_hi"] = base[k], base[f"{k}_lo"], base[f"{k}_hi"]
+            if len(thr):
+                t = thr.iloc[0]
+                row.update({"threshold": t.threshold, "threshold_accuracy": t.accuracy, "threshold_accuracy_lo": t.accuracy_lo,
+                            "threshold_accuracy_hi": t.accuracy_hi})
+            rows.append(row)
     return pd.DataFrame(rows)
+
+
+def comparison() -> pd.DataFrame | None:
+    """Every ``debias_*`` run's ``comparison.csv`` in one table (``model``, ``seed``, ``train`` columns kept)."""
+    parts = [pd.read_csv(p) for p in sorted(DATA.glob("debias_*/comparison.csv"))]
+    if not parts:
+        return None
+    frame = pd.concat(parts, ignore_index=True)
+    frame.to_csv(DATA / "comparison.csv", index=False, float_format="%.6g")
+    return frame
 
 
 def figure(frame: pd.DataFrame):
@@ -132,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         pd.DataFrame(rows).to_csv(DATA / "nas_order_summary.csv", index=False, float_format="%.6g")
         print(pd.DataFrame(rows).to_string(index=False))
+    comp = comparison()  # before side_by_side(), which reads it
+    if comp is not None:
+        print(comp[["model", "seed", "method", "n", "accuracy", "yes_rate", "auroc", "pr_gap"]].to_string(index=False))
     frame = side_by_side()
     frame.to_csv(DATA / "models_side_by_side.csv", index=False, float_format="%.6g")
     print(frame.drop(columns=[c for c in frame.columns if c.endswith(("_lo", "_hi"))]).to_string(index=False))
