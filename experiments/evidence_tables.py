@@ -14,6 +14,7 @@ Reads ``figures/data/scans/<model>_<data>_<format>/`` (written by ``experiments/
   candidates), and, where a comparison exists, the in-domain threshold's accuracy;
 * ``figures/data/comparison.csv``: every ``figures/data/debias_*/comparison.csv`` (``experiments/debias_lookup.py``)
   in one table, with its ``model``, ``seed`` and ``train`` columns;
+* ``figures/data/runtimes.csv``: every committed run's wall time (from its ``run.json``);
 * ``figures/models_side_by_side.html`` (and ``.png`` when a Chromium is found).
 
 Run: ``python experiments/evidence_tables.py`` (seconds).
@@ -61,6 +62,9 @@ def order_tables(model: str, data: str, n_boot: int = 1000) -> dict:
     frame["rank_no_yes"] = frame.nas_no_yes.rank(ascending=False, method="first").astype(int)
     frame["kind"] = [kind(*r) for r in frame[["nas_yes_no", "se_yes_no", "nas_no_yes", "se_no_yes"]].to_numpy()]
     frame["min_nas"] = frame[["nas_yes_no", "nas_no_yes"]].min(axis=1)
+    for k in ("no-both", "second"):  # rank within the kind: by the smaller |NAS| of the two orders, largest first
+        strength = frame[["nas_yes_no", "nas_no_yes"]].abs().min(axis=1).where(frame.kind == k)
+        frame[f"{k.replace('-', '_')}_rank"] = strength.rank(ascending=False, method="first")
     frame = frame.sort_values("rank_yes_no").reset_index(drop=True)
     frame.to_csv(DATA / f"nas_order_{model}_{data}.csv", index=False, float_format="%.6g")
     rng = np.random.default_rng(0)
@@ -125,6 +129,20 @@ def comparison() -> pd.DataFrame | None:
     return frame
 
 
+def runtimes() -> pd.DataFrame:
+    """The wall time of every committed run (its ``run.json``), in minutes: what ``make results`` costs."""
+    import json
+
+    rows = []
+    for p in sorted(DATA.glob("**/run.json")):
+        r = json.loads(p.read_text())
+        rows.append({"folder": str(p.parent.relative_to(DATA)), "command": r.get("command", ""),
+                     "minutes": round(float(r.get("seconds", 0)) / 60, 2)})
+    frame = pd.DataFrame(rows)
+    frame.to_csv(DATA / "runtimes.csv", index=False)
+    return frame
+
+
 def figure(frame: pd.DataFrame):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -157,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         pd.DataFrame(rows).to_csv(DATA / "nas_order_summary.csv", index=False, float_format="%.6g")
         print(pd.DataFrame(rows).to_string(index=False))
+    runtimes()
     comp = comparison()  # before side_by_side(), which reads it
     if comp is not None:
         print(comp[["model", "seed", "method", "n", "accuracy", "yes_rate", "auroc", "pr_gap"]].to_string(index=False))

@@ -1,9 +1,11 @@
 """``make results``: rerun every command of ``figures/data/index.csv`` (each once, in the order first listed), then
 check every claim against its file (``tests/test_evidence.py``).
 
-``--dry-run`` prints the commands; ``--only SUBSTRING`` runs the commands that contain it. Each command's wall
-time is printed and written to ``figures/data/runtimes.csv`` (``command,seconds,load1``: the 1-minute load
-average when it ended, since the machine is shared). Commands run under ``nice -n 5`` from the repository root
+The experiments run first, then the derived tables (``experiments/evidence_tables.py``), then
+``experiments/evidence_index.py`` rewrites the index from the new files: a number that changed then fails the
+test until the docs print it. ``--dry-run`` prints the commands; ``--only SUBSTRING`` runs the commands that
+contain it. Each command's wall time and the load average are printed (every run also records its own time in
+its ``run.json``; ``figures/data/runtimes.csv`` collects them). Commands run under ``nice -n 5`` from the repository root
 with ``PYTHONPATH`` set to it; ``nasa-lens`` means ``python -m nasa_lens.cli``.
 """
 from __future__ import annotations
@@ -42,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     todo = [c for c in commands(Path(args.index)) if args.only is None or args.only in c]
+    todo = sorted(todo, key=lambda c: "evidence_tables.py" in c)  # the derived tables after every experiment
+    if args.only is None:
+        todo.append("python experiments/evidence_index.py")
     rows = []
     for c in todo:
         print(f"$ {c}", flush=True)
@@ -53,11 +58,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {rows[-1]['seconds']} s", flush=True)
     if args.dry_run:
         return 0
-    if rows and args.only is None:
-        with (ROOT / "figures" / "data" / "runtimes.csv").open("w", newline="") as fh:
-            w = csv.DictWriter(fh, ["command", "seconds", "load1"])
-            w.writeheader()
-            w.writerows(rows)
     return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_evidence.py"],
                           cwd=ROOT, env=env).returncode
 
