@@ -67,6 +67,7 @@ def fix_claims(run: str, method: str, seed: int, metrics=("accuracy", "yes_rate"
         for suffix in ("", "_lo", "_hi"):
             claim(f"{run} {method} seed {seed}: {k}{suffix}", f, DEBIAS[run], k + suffix, q, "value",
                   "{:.3f}")
+    claim(f"{run} {method} seed {seed}: lm_loss", f, DEBIAS[run], "lm_loss", q, "value", "{:.3f}")
     if method == "threshold":
         claim(f"{run} threshold fitted", f, DEBIAS[run], "threshold", q, "value", "{:.3f}")
 
