@@ -25,7 +25,11 @@ DEBIAS = {"s0": f"{_B} --seeds 0 --lambdas 0 --out figures/data/debias_smollm2_l
           "s12": f'{_B} --once "" --seeds 1 2 --lambdas 0 --out figures/data/debias_smollm2_lookup_s12',
           "lambda": f"{_B} --seeds 0 --lambdas 0.1 1 --no-random --out figures/data/debias_smollm2_lookup_lambda",
           "gemma": ('python experiments/debias_lookup.py --threads 1 --model gemma3-270m --once base,threshold --lambdas --no-random '
-                    '--extra "" --seeds 0 --out figures/data/debias_gemma3-270m_lookup')}
+                    '--extra "" --seeds 0 --out figures/data/debias_gemma3-270m_lookup'),
+          "gemma_nasa": (f'{_B} --model gemma3-270m --once "" --seeds 0 --lambdas 0 '
+                         '--out figures/data/debias_gemma3-270m_lookup_nasa')}
+FOLDER = {"s0": "debias_smollm2_lookup_s0", "s12": "debias_smollm2_lookup_s12", "lambda": "debias_smollm2_lookup_lambda",
+          "gemma": "debias_gemma3-270m_lookup", "gemma_nasa": "debias_gemma3-270m_lookup_nasa"}
 
 
 def scan(m: str, n: str, fmt: str = "yes-no") -> tuple[str, str]:
@@ -60,7 +64,7 @@ def nas_claims(m: str, n: str, top: int = 5) -> None:
 
 
 def fix_claims(run: str, method: str, seed: int, metrics=("accuracy", "yes_rate", "auroc", "pr_gap", "recall")) -> None:
-    f = f"{D}/debias_{'gemma3-270m' if run == 'gemma' else 'smollm2'}_lookup{'' if run == 'gemma' else '_' + run}/comparison.csv"
+    f = f"{D}/{FOLDER[run]}/comparison.csv"
     q = f"method == '{method}' and seed == {seed}"
     claim(f"{run} {method} seed {seed}: n", f, DEBIAS[run], "n", q, "value", "{:.0f}")
     for k in metrics:
@@ -110,6 +114,8 @@ def build() -> None:
         fix_claims("lambda", method, 0)
     for method in ("base", "threshold"):
         fix_claims("gemma", method, 0)
+    for method in ("nasa", "random"):
+        fix_claims("gemma_nasa", method, 0)
     for method in ("nasa", "random"):
         across_seeds(method)
     for m in (SMOL, GEMMA):

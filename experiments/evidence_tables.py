@@ -147,16 +147,20 @@ def figure(frame: pd.DataFrame):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    metrics = ["yes_rate", "accuracy", "auroc"]
-    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics)
+    metrics = ["yes_rate", "accuracy", "auroc", "threshold_accuracy"]
+    titles = ["yes-rate", "accuracy", "AUROC", "accuracy, in-domain threshold"]
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=titles)
     colors = {m: c for m, c in zip(sorted(frame.model.unique()), ["#1f77b4", "#d62728", "#2ca02c"])}
     for j, metric in enumerate(metrics, start=1):
         for model, sub in frame.groupby("model"):
-            fig.add_trace(go.Bar(x=sub.data, y=sub[metric], name=model, legendgroup=model, showlegend=j == 1,
+            if metric not in sub or sub[metric].isna().all():
+                continue
+            sub = sub[sub[metric].notna()]
+            fig.add_trace(go.Bar(x=sub.data, y=sub[metric], name=model, legendgroup=model, showlegend=j == 1 or (j == 2 and False),
                                  marker_color=colors[model],
                                  error_y=dict(type="data", symmetric=False, array=sub[f"{metric}_hi"] - sub[metric],
                                               arrayminus=sub[metric] - sub[f"{metric}_lo"])), row=1, col=j)
-    fig.update_layout(barmode="group", title="Two models side by side (95% bootstrap intervals)", height=420, width=1100)
+    fig.update_layout(barmode="group", title="Two models side by side (95% bootstrap intervals)", height=420, width=1400)
     return fig
 
 
