@@ -63,7 +63,7 @@ def nas_claims(m: str, n: str, top: int = 5) -> None:
         claim(f"{m} {n}: NAS rank {r} mean NAS", f, cmd, "nas_mean", f"rank == {r}", "value", "{:.1f}")
 
 
-def fix_claims(run: str, method: str, seed: int, metrics=("accuracy", "yes_rate", "auroc", "pr_gap", "recall")) -> None:
+def fix_claims(run: str, method: str, seed: int, metrics=("accuracy", "yes_rate", "auroc", "pr_gap", "recall", "precision")) -> None:
     f = f"{D}/{FOLDER[run]}/comparison.csv"
     q = f"method == '{method}' and seed == {seed}"
     claim(f"{run} {method} seed {seed}: n", f, DEBIAS[run], "n", q, "value", "{:.0f}")
@@ -94,11 +94,31 @@ def order_claims(m: str, n: str = SQA) -> None:
     for k in ("n_no-both", "n_yes-both", "n_second", "n_first", "n_weak", "top10_second", "top10_no_both", "heads", "n"):
         claim(f"order {m}: {k}", f, TABLES, k, q, "value", "{:.0f}")
     f = f"{D}/nas_order_{m}_{n}.csv"
+    for r in (1, 2, 3, 4, 5):
+        q = f"rank_yes_no == {r}"
+        claim(f"order {m}: NAS rank {r} head", f, TABLES, "", q, "head", "head")
+        for col in ("nas_yes_no", "nas_no_yes"):
+            claim(f"order {m}: NAS rank {r} {col}", f, TABLES, col, q, "value", "{:.1f}")
     for kind in ("no_both", "second"):
         for r in (1, 2, 3):
             claim(f"order {m}: {kind} head {r}", f, TABLES, "", f"{kind}_rank == {r}", "head", "head")
             for col in ("nas_yes_no", "nas_no_yes"):
                 claim(f"order {m}: {kind} head {r} {col}", f, TABLES, col, f"{kind}_rank == {r}", "value", "{:.1f}")
+
+
+ORDER_CAUSAL = "python experiments/order_causal.py --limit 100 --n-random 2 --out figures/data/order_causal_smollm2"
+
+
+def order_causal_claims() -> None:
+    f = f"{D}/order_causal_smollm2/effects.csv"
+    for fmt in ("yes-no", "no-yes"):
+        for st in ("none", "no-both", "second", "random0", "random1"):
+            q = f"format == '{fmt}' and set == '{st}'"
+            claim(f"order causal {fmt} {st}: n", f, ORDER_CAUSAL, "n", q, "value", "{:.0f}")
+            claim(f"order causal {fmt} {st}: yes_rate", f, ORDER_CAUSAL, "yes_rate", q, "value", "{:.2f}")
+            for k in ("d_yes_rate", "d_logit_diff"):
+                for suffix in ("", "_lo", "_hi"):
+                    claim(f"order causal {fmt} {st}: {k}{suffix}", f, ORDER_CAUSAL, k + suffix, q, "value", "{:+.2f}")
 
 
 def build() -> None:
@@ -120,6 +140,8 @@ def build() -> None:
         across_seeds(method)
     for m in (SMOL, GEMMA):
         order_claims(m)
+    order_causal_claims()
+    claim("make results: minutes", f"{D}/runtimes.csv", TABLES, "minutes", "", "sum", "{:.0f}")
 
 
 def main() -> int:
