@@ -106,7 +106,7 @@ def order_claims(m: str, n: str = SQA) -> None:
                 claim(f"order {m}: {kind} head {r} {col}", f, TABLES, col, f"{kind}_rank == {r}", "value", "{:.1f}")
 
 
-ORDER_CAUSAL = "python experiments/order_causal.py --limit 100 --n-random 2 --out figures/data/order_causal_smollm2"
+ORDER_CAUSAL = "python experiments/order_causal.py --limit 100 --n-random 6 --out figures/data/order_causal_smollm2"
 
 
 def order_causal_claims() -> None:
@@ -119,6 +119,11 @@ def order_causal_claims() -> None:
             for k in ("d_yes_rate", "d_logit_diff"):
                 for suffix in ("", "_lo", "_hi"):
                     claim(f"order causal {fmt} {st}: {k}{suffix}", f, ORDER_CAUSAL, k + suffix, q, "value", "{:+.2f}")
+        q = f"format == '{fmt}' and set not in ['none', 'no-both', 'second']"
+        claim(f"order causal {fmt} random: sets", f, ORDER_CAUSAL, "set", q, "nunique", "{:.0f}")
+        for k in ("d_yes_rate", "d_logit_diff"):
+            for stat in ("min", "max", "mean"):
+                claim(f"order causal {fmt} random: {k} {stat}", f, ORDER_CAUSAL, k, q, stat, "{:+.2f}")
 
 
 def build() -> None:
