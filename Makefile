@@ -40,7 +40,7 @@ figures: setup
 
 # Every committed result under figures/data/ (index.csv lists each number, its file and the command that wrote
 # it): reruns each command once, then tests/test_evidence.py recomputes every number of the README's findings and
-# docs/results.md from its file. About 2 hours on a shared 2-core machine (figures/data/runtimes.csv when run).
+# docs/results.md from its file. About an hour at the load it was made under (figures/data/runtimes.csv; docs/results.md).
 results: setup
 	$(PY) experiments/make_results.py
 
