@@ -130,6 +130,9 @@ def build() -> None:
     for m in (SMOL, GEMMA):
         bias_claims(m, SQA)
         nas_claims(m, SQA)
+        folder, cmd = scan(m, SQA, "no-yes")  # the order control's second scan (its table comes from evidence_tables)
+        claim(f"{m} {SQA} no-yes: heads scanned", f"{folder}/nas.csv", cmd, "layer", "", "count", "{:.0f}")
+        claim(f"{m} {SQA} no-yes: yes_rate (metric)", f"{folder}/predictions.csv", cmd, "yes_rate", "", "metric", "{:.3f}")
     for method in ("base", "threshold", "nasa", "random"):
         fix_claims("s0", method, 0)
     for seed in (1, 2):
