@@ -1,4 +1,5 @@
-"""The floor plan, checked: no import cycle anywhere in the package (function-level imports included) and
+"""The floor plan, checked: no import cycle anywhere in the package (function-level and ``TYPE_CHECKING`` imports
+included) and
 the layering: library modules never import the layers above them (jobs, study, cli, commands), ``nas``
 imports neither plots, models, datasets nor the fine-tune, and the CLI parser is built without torch."""
 from __future__ import annotations
@@ -37,18 +38,20 @@ def _resolve(name: str, modules: dict[str, Path]) -> str | None:
     return None
 
 
-def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """Every package module ``module`` imports: at the top, inside functions, under TYPE_CHECKING excluded
-    (annotations only), ``importlib.import_module("...")`` with a literal name included."""
+def _imports(module: str, path: Path, modules: dict[str, Path], *, type_only: bool = True) -> set[str]:
+    """Every package module ``module`` imports: at the top, inside functions and (``type_only``) under
+    ``TYPE_CHECKING`` (a type-only import is still a dependency: a cycle through types is a cycle),
+    ``importlib.import_module("...")`` with a literal name included."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    type_only: set[int] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            type_only.update(id(n) for child in node.body for n in ast.walk(child))
+    skip: set[int] = set()
+    if not type_only:
+        for node in ast.walk(tree):
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                skip.update(id(n) for child in node.body for n in ast.walk(child))
     is_pkg = path.name == "__init__.py"
     found: set[str] = set()
     for node in ast.walk(tree):
-        if id(node) in type_only:
+        if id(node) in skip:
             continue
         names: list[str] = []
         if isinstance(node, ast.Import):
@@ -123,9 +126,21 @@ def test_no_import_cycle(graph):
 
 
 def test_graph_has_the_known_edges(graph):
-    # sanity: the walker finds top-level and function-level imports
+    # sanity: the walker finds top-level, function-level and type-only imports
     assert "nasa_lens.nas" in graph["nasa_lens.finetune.train"]  # top level
     assert "nasa_lens.nas" in graph["nasa_lens.jobs.scan"]  # inside run_scan
+    assert "nasa_lens.study.result" in graph["nasa_lens.study.html"]  # under TYPE_CHECKING
+
+
+def test_the_checker_counts_type_checking_imports(tmp_path):
+    pkg = tmp_path / "nasa_lens"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from nasa_lens.b import B\n")
+    (pkg / "b.py").write_text("from nasa_lens.a import thing\n")
+    modules = {"nasa_lens.a": pkg / "a.py", "nasa_lens.b": pkg / "b.py"}
+    graph = {m: _imports(m, p, modules) for m, p in modules.items()}
+    assert graph == {"nasa_lens.a": {"nasa_lens.b"}, "nasa_lens.b": {"nasa_lens.a"}}
+    assert _cycles(graph) == [["nasa_lens.a", "nasa_lens.b"]]
 
 
 def test_library_modules_never_import_the_top_layers(graph):
@@ -138,9 +153,12 @@ def test_library_modules_never_import_the_top_layers(graph):
     assert {m: d for m, d in bad.items() if d} == {}
 
 
-def test_nas_imports_no_plots_models_datasets_or_finetune(graph):
+def test_nas_imports_no_plots_models_datasets_or_finetune():
+    """At run time (its annotations may name ``LoadedModel``)."""
     banned = ("nasa_lens.plots", "nasa_lens.models", "nasa_lens.datasets", "nasa_lens.finetune", "nasa_lens.nasa")
-    assert sorted(t for t in graph["nasa_lens.nas"] if t.startswith(banned)) == []
+    modules = _modules()
+    runtime = _imports("nasa_lens.nas", modules["nasa_lens.nas"], modules, type_only=False)
+    assert sorted(t for t in runtime if t.startswith(banned)) == []
 
 
 def test_finetune_imports_nas_at_the_top():

@@ -1,7 +1,8 @@
 """The main job: ``nasa-lens study``. Bias report -> NAS scan -> instruction-agnostic checks -> ablation
 against controls -> NASA fine-tune -> after-report and generalisation -> report, for one or more models.
 
-* :mod:`nasa_lens.study.pipeline`: the plan of stages, :func:`run_study`, :class:`StudyResult`;
+* :mod:`nasa_lens.study.pipeline`: the plan of stages, :func:`run_study`;
+* :mod:`nasa_lens.study.result`: :class:`StudyResult`, the finished study;
 * :mod:`nasa_lens.study.steps`: what each stage computes (:data:`STAGE_FUNCTIONS`), :class:`StudyEnv`;
 * :mod:`nasa_lens.study.stages`: the cache that makes every stage resumable (keyed by what it reads);
 * :mod:`nasa_lens.study.figures`: the report stage's figures and tables;
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 from nasa_lens.study.common import RESULTS_FILE, REPORT_FILE, STAGE_ORDER, STAGES_DIR, TIMINGS_FILE, bias_frame
 from nasa_lens.study.figures import build_report
-from nasa_lens.study.pipeline import PlannedStage, StudyResult, load_finished_study, plan_stages, run_study
+from nasa_lens.study.pipeline import PlannedStage, load_finished_study, plan_stages, run_study
+from nasa_lens.study.result import StudyResult
 from nasa_lens.study.report import SECTIONS, Section, _ablation_sentence, report_markdown, report_sections
 from nasa_lens.study.steps import (
     STAGE_FUNCTIONS,

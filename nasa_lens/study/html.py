@@ -28,7 +28,7 @@ from nasa_lens.study.common import REPORT_HTML_FILE, StudyNotFinishedError
 from nasa_lens.vocab import PLOTLYJS_MODES, NasaLensError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nasa_lens.study.pipeline import StudyResult
+    from nasa_lens.study.result import StudyResult
 
 __all__ = ["REPORT_HTML_FILE", "PLOTLYJS_MODES", "markdown_to_html", "report_html", "write_report_html"]
 

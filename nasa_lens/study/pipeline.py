@@ -1,5 +1,5 @@
 """The study pipeline: the plan of stages (each with the exact config it reads), running it through the
-stage cache, and the finished :class:`StudyResult`.
+stage cache, and the finished :class:`~nasa_lens.study.result.StudyResult`.
 
 against controls -> NASA fine-tune -> after-report and generalisation -> report, for one or more models.
 
@@ -33,16 +33,16 @@ import os
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from tqdm.auto import tqdm
 
 from nasa_lens.config import StudyConfig
 from nasa_lens.io import atomic_path, check_out_dir, file_lock, read_json, remove_stale_temporaries, write_json, write_text
-from nasa_lens.study.stages import StageOutput, StageStore
+from nasa_lens.study.result import StudyResult
+from nasa_lens.study.stages import DONE_FILE, StageOutput, StageStore
 
 from nasa_lens.study.common import (
     LOCK_FILE,
@@ -53,10 +53,8 @@ from nasa_lens.study.common import (
     STAGES_DIR,
     TIMINGS_FILE,
     StudyNotFinishedError,
-    _fmt,
     _stage_name,
     _version,
-    bias_frame,
 )
 from nasa_lens.study.steps import STAGE_FUNCTIONS, StudyEnv, nasa_config
 
@@ -147,86 +145,6 @@ def plan_stages(cfg: StudyConfig) -> list[PlannedStage]:
 # ============================================================================================ stages
 
 
-@dataclass
-class StudyResult:
-    """A finished study.
-
-    Attributes:
-        out_dir: where report.md, results.json, the CSVs and ``stages/`` are.
-        figures_dir: where the figures were copied.
-        config: the config it ran.
-        stages: every finished stage by name (``.cached`` says whether this run reused it).
-        results: what ``results.json`` holds.
-        figures: the figure files in ``figures_dir``.
-    """
-
-    out_dir: Path
-    figures_dir: Path
-    config: StudyConfig
-    stages: dict[str, StageOutput]
-    results: dict[str, Any]
-    figures: list[Path] = field(default_factory=list)
-
-    @property
-    def executed(self) -> list[str]:
-        """The stages this run computed (not found in the cache)."""
-        return [n for n, s in self.stages.items() if not s.cached]
-
-    @property
-    def cached(self) -> list[str]:
-        return [n for n, s in self.stages.items() if s.cached]
-
-    @property
-    def report_path(self) -> Path:
-        return self.out_dir / REPORT_FILE
-
-    def timings_frame(self) -> pd.DataFrame:
-        """One row per stage: ``stage, kind, model, seconds, cpu_seconds, cached`` (the times of the run that
-        computed it)."""
-        rows = []
-        for name, s in self.stages.items():
-            kind, _, model = name.partition("@")
-            rows.append({"stage": name, "kind": kind, "model": model or None, "seconds": s.seconds,
-                         "cpu_seconds": s.cpu_seconds, "cached": s.cached})
-        return pd.DataFrame(rows)
-
-    def to_dataframe(self) -> pd.DataFrame:
-        """Long format bias metrics: ``model, dataset, phase, metric, value, ci_low, ci_high, n``."""
-        return bias_frame(self.results)
-
-    def summary(self) -> str:
-        lines = [f"study in {self.out_dir} ({len(self.executed)} stages run, {len(self.cached)} reused)"]
-        for model, r in self.results.get("models", {}).items():
-            main = self.config.data.dataset
-            b = r.get("bias", {}).get("datasets", {}).get(main)
-            if b:
-                lines.append(f"  {model} on {main}: accuracy {b['accuracy']:.3f}, recall {b['recall']:.3f}, "
-                             f"yes-rate {b['yes_rate']:.3f}, precision-recall gap {_fmt(b['pr_gap'])}")
-            a = r.get("after", {}).get("datasets", {}).get(main)
-            if a:
-                m = a["after"]
-                lines.append(f"    after NASA: accuracy {m['accuracy']:.3f}, recall {m['recall']:.3f}, yes-rate {m['yes_rate']:.3f}")
-        lines.append(f"report: {self.report_path}")
-        return "\n".join(lines)
-
-    @classmethod
-    def load(cls, out_dir: str | Path) -> StudyResult:
-        """Read a finished study folder (``results.json`` and the stage index in ``timings.json``); no checks
-        (:func:`load_finished_study` checks)."""
-        out = Path(out_dir)
-        results = read_json(out / RESULTS_FILE)
-        cfg = StudyConfig.from_dict(results["config"], source=str(out / RESULTS_FILE))
-        timings = read_json(out / TIMINGS_FILE)
-        stages = {
-            t["stage"]: StageOutput(t["stage"], t["key"], out / STAGES_DIR / t["folder"],
-                                    read_json(out / STAGES_DIR / t["folder"] / "done.json")["summary"], True, t["seconds"],
-                                    float(t.get("cpu_seconds") or float("nan")))
-            for t in timings["stages"]
-        }
-        figures_dir = out / timings.get("figures_dir", "figures")  # relative to the study (an absolute one stays)
-        return cls(out, figures_dir, cfg, stages, results, sorted(figures_dir.glob("*.*")) if figures_dir.is_dir() else [])
-
-
 def load_finished_study(out_dir: str | os.PathLike[str], *, rebuilding: Sequence[str] = ()) -> StudyResult:
     """The finished study in ``out_dir``; :class:`StudyNotFinishedError` naming every missing piece otherwise
     (``results.json``, ``timings.json``, ``report.md``, a stage's ``done.json``, ``manifest.json`` or a file it
@@ -242,8 +160,8 @@ def load_finished_study(out_dir: str | os.PathLike[str], *, rebuilding: Sequence
     if missing:
         raise StudyNotFinishedError(f"{out} is not a finished study: missing {', '.join(missing)} {hint}")
     timings = read_json(out / TIMINGS_FILE)
-    missing = [f"{STAGES_DIR}/{t['folder']}/done.json" for t in timings.get("stages", [])
-               if not (out / STAGES_DIR / t["folder"] / "done.json").is_file()]
+    missing = [f"{STAGES_DIR}/{t['folder']}/{DONE_FILE}" for t in timings.get("stages", [])
+               if not (out / STAGES_DIR / t["folder"] / DONE_FILE).is_file()]
     if missing:
         raise StudyNotFinishedError(f"{out} is not a finished study: missing {', '.join(missing)} {hint}")
     check_published(out, ignore=rebuilding)

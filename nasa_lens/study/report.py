@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from nasa_lens.study.common import _fmt
 
 if TYPE_CHECKING:  # pragma: no cover
-    from nasa_lens.study.pipeline import StudyResult
+    from nasa_lens.study.result import StudyResult
 
 __all__ = ["Section", "SECTIONS", "REPORT_TITLE", "report_sections", "report_markdown"]
 
