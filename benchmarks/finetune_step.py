@@ -1,7 +1,7 @@
 """One NASA step vs one step of full fine-tuning: time and peak memory, side by side in one run.
 
 Both modes take the same optimizer step (AdamW) on the same label-balanced batch with the same loss (2-way CE
-over the answer tokens at the last position, :func:`nasa_lens.nasa.batch_loss`):
+over the answer tokens at the last position, :func:`nasa_lens.finetune.batch_loss`):
 
 * ``nasa``: only the selected heads' q-row deltas are trainable (``--heads``; default SmolLM2's top-8 NAS heads
   on StrategyQA + GSM8K-verify); the base model is frozen and the deltas act through the adapter hooks;
@@ -45,7 +45,8 @@ def child(args: argparse.Namespace) -> None:
     from nasa_lens.datasets import load_dataset
     from nasa_lens.heads import parse_heads
     from nasa_lens.models import load_model
-    from nasa_lens.nasa import _BalancedBatches, batch_loss
+    from nasa_lens.finetune.data import _BalancedBatches
+    from nasa_lens.finetune.train import batch_loss
     from nasa_lens.prompts import build_batch
 
     model = load_model(args.model)

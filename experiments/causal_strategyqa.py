@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from nasa_lens.models import load_model
     from nasa_lens.nas import NASResult, scan_nas
     from nasa_lens.plots import save_figure
-    from nasa_lens.plots_causal import ablation_curve_figure
+    from nasa_lens.plots.causal import ablation_curve_figure
 
     out = Path(args.out)
     model = load_model(args.model)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             print(result.summary_table(metric).to_string(index=False, float_format=lambda v: f"{v:+.3f}"))
     sweep_dir = Path(args.sweep)
     if (sweep_dir / "effects_exact.json").is_file() and (sweep_dir / "effects_attribution.json").is_file():
-        from nasa_lens.plots_causal import effect_heatmap, nas_effect_scatter, sweep_scatter
+        from nasa_lens.plots.causal import effect_heatmap, nas_effect_scatter, sweep_scatter
 
         exact = causal.EffectSweepResult.load(sweep_dir, "effects_exact")
         attr = causal.EffectSweepResult.load(sweep_dir, "effects_attribution")

@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     if "adapter" in args.stages and args.adapter:
         from nasa_lens.adapters import read_adapter_meta
         from nasa_lens.dla import scan_dla
-        from nasa_lens.nasa import load_adapter
+        from nasa_lens.adapters import load_adapter
 
         folder = out / "dla_adapter"
         if not (folder / "dla_scores.json").is_file():

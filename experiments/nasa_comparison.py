@@ -6,7 +6,7 @@ heads, as many random heads, all heads' query and key rows) gets the same data, 
 ``threshold`` baseline fits a decision threshold on ``p_yes`` and trains nothing. Every method is evaluated
 on the *test* splits of both training datasets, on BoolQ and on built-in arithmetic questions (never trained
 on), with the general-ability checks (LM loss on a neutral text, next-token arithmetic), the NAS of the
-trained heads before/after, trainable parameter counts and wall time (`nasa_lens.nasa.compare_methods`).
+trained heads before/after, trainable parameter counts and wall time (`nasa_lens.finetune.compare_methods`).
 
 Writes ``OUT/comparison.{csv,json}``, ``OUT/adapters/<method>/``, ``OUT/table.md`` and figures
 ``FIGURES/nasa_methods.*``, ``FIGURES/nasa_nas_change.*``, ``FIGURES/nasa_training_curve.*``.
@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     from nasa_lens.io import atomic_path
     from nasa_lens.models import load_model
     from nasa_lens.nas import scan_nas
-    from nasa_lens.nasa import NASAConfig, compare_methods, holdout_split
+    from nasa_lens.finetune import NASAConfig, compare_methods, holdout_split
     from nasa_lens.plots import save_figure
-    from nasa_lens.plots_nasa import method_comparison, nas_change_heatmap, training_curves
+    from nasa_lens.plots.finetune import method_comparison, nas_change_heatmap, training_curves
 
     model = load_model(args.model)
     examples = load_datasets(args.train, split="train", limit=args.n_train, seed=0)  # ids prefixed "name:"

@@ -124,7 +124,7 @@ class HeadAdapter(nn.Module):
     Args:
         heads: query heads ``(layer, head)`` whose ``q_proj`` rows get a delta.
         key_groups: key/value heads ``(layer, group)`` whose ``k_proj`` rows get a delta (see
-            :func:`nasa_lens.nasa.key_groups_for` for the grouped-query rule).
+            :func:`nasa_lens.finetune.key_groups_for` for the grouped-query rule).
         shape: the model shape (``n_layers, n_heads, n_kv_heads, d_head, d_model``), e.g. from a model.
         rank: ``None`` for full ``[d_head, d_model]`` deltas, else the rank ``r`` of ``A @ B``.
         base_model: the name of the model the adapter belongs to (checked on load).

@@ -234,7 +234,7 @@ class FinetuneConfig:
             ``"random:K[:SEED]"``, ``"incremental"``, ``"all"`` or ``"L.H,L.H"``.
         models: which of ``models`` to fine-tune (empty: all).
         val_fraction: share of the train split held out for validation / early stopping.
-        nasa: further options of :class:`nasa_lens.nasa.NASAConfig` (``steps``, ``lr``, ``rank``...; the
+        nasa: further options of :class:`nasa_lens.finetune.NASAConfig` (``steps``, ``lr``, ``rank``...; the
             study sets ``heads``, ``format``, ``seed`` and ``progress`` itself); checked before any stage runs.
     """
 

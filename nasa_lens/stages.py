@@ -1,3 +1,7 @@
-"""Kept for old imports: the stage cache moved to :mod:`nasa_lens.study.stages`."""
-from nasa_lens.study.stages import *  # noqa: F401,F403
-from nasa_lens.study.stages import CHECKPOINTS, DONE_FILE, StageContext, StageOutput, StageStore, safe_name, stage_key  # noqa: F401
+"""Deprecated: the old import path of :mod:`nasa_lens.study.stages`. Importing it warns; import ``nasa_lens.study.stages``."""
+import warnings
+
+warnings.warn("nasa_lens.stages is deprecated; import nasa_lens.study.stages instead", DeprecationWarning, stacklevel=2)
+
+from nasa_lens.study.stages import *  # noqa: E402,F401,F403
+from nasa_lens.study.stages import __all__  # noqa: E402,F401

@@ -5,6 +5,7 @@ imports neither plots, models, datasets nor the fine-tune, and the CLI parser is
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,16 @@ import nasa_lens
 PACKAGE = Path(nasa_lens.__file__).parent
 TOP = ("nasa_lens.jobs", "nasa_lens.study", "nasa_lens.cli", "nasa_lens.commands", "nasa_lens.__main__")
 """The layers that may use anything; nothing below them may import them."""
-SHIMS = {"nasa_lens.stages": "nasa_lens.study.stages"}
-"""Old import paths kept as re-exports of their new home (they import nothing else)."""
+SHIMS = {
+    "nasa_lens.stages": "nasa_lens.study.stages",
+    "nasa_lens.plots_causal": "nasa_lens.plots.causal",
+    "nasa_lens.plots_nasa": "nasa_lens.plots.finetune",
+    "nasa_lens.plots_study": "nasa_lens.plots.study",
+    "nasa_lens.nasa": "nasa_lens.finetune",
+}
+"""Old import paths kept for users: each warns (DeprecationWarning naming the new path) and re-exports its new
+home; nothing in the repository imports them."""
+REPO = PACKAGE.parent
 
 
 def _module_name(path: Path) -> str:
@@ -151,6 +160,53 @@ def test_library_modules_never_import_the_top_layers(graph):
     }
     assert all(graph[old] == {new} for old, new in SHIMS.items())
     assert {m: d for m, d in bad.items() if d} == {}
+
+
+def _file_imports(path: Path) -> set[str]:
+    """Absolute module names a script, test or notebook (its code cells) imports (``from a import b``: ``a.b``)."""
+    if path.suffix == ".ipynb":
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        sources = ["\n".join(line for line in src.splitlines() if not line.lstrip().startswith(("%", "!"))) for src in sources]
+    else:
+        sources = [path.read_text(encoding="utf-8")]
+    found: set[str] = set()
+    for src in sources:
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.update([node.module, *(f"{node.module}.{a.name}" for a in node.names)])
+    return found
+
+
+def test_no_shim_is_imported_anywhere_in_the_repository():
+    files = [p for folder in ("nasa_lens", "tests", "experiments", "benchmarks", "notebooks")
+             for p in sorted((REPO / folder).rglob("*")) if p.suffix in (".py", ".ipynb") and ".ipynb_checkpoints" not in p.parts]
+    files = [p for p in files if not (p.is_relative_to(PACKAGE) and _module_name(p) in SHIMS)]
+    users = {str(p.relative_to(REPO)): sorted(set(SHIMS) & _file_imports(p)) for p in files}
+    assert {f: s for f, s in users.items() if s} == {}
+
+
+def test_every_shim_warns_with_its_new_path_and_reexports_it():
+    code = (
+        "import importlib, json, warnings\n"
+        f"shims = {SHIMS!r}\n"
+        "out = {}\n"
+        "for old, new in shims.items():\n"
+        "    with warnings.catch_warnings(record=True) as w:\n"
+        "        warnings.simplefilter('always')\n"
+        "        m = importlib.import_module(old)\n"
+        "    n = importlib.import_module(new)\n"
+        "    same = all(getattr(m, k) is getattr(n, k) for k in n.__all__)\n"
+        "    out[old] = [[str(x.message) for x in w if x.category is DeprecationWarning], same]\n"
+        "print(json.dumps(out))\n"
+    )
+    got = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    for old, new in SHIMS.items():
+        messages, same = got[old]
+        assert same, old
+        assert any(old in m and new in m and "deprecated" in m for m in messages), (old, messages)
 
 
 def test_nas_imports_no_plots_models_datasets_or_finetune():

@@ -141,7 +141,7 @@ def test_curve_save_load_roundtrip(curve, tmp_path):
 
 
 def test_curve_mean_mode_and_figure(model, examples):
-    from nasa_lens.plots_causal import ablation_curve_figure
+    from nasa_lens.plots.causal import ablation_curve_figure
 
     res = causal.ablation_curve(model, examples, RANK, ks=(1,), mode="mean", n_random_seeds=1, n_boot=50, n_perm=50, progress=False)
     assert res.config["mode"] == "mean"

@@ -17,7 +17,7 @@ from conftest import QUESTIONS
 from nasa_lens.adapters import ADAPTER_FILE, ADAPTER_META_FILE, AdapterError, HeadAdapter, load_adapter, projection_module
 from nasa_lens.datasets import Example
 from nasa_lens.evaluate import answer_logits
-from nasa_lens.nasa import (
+from nasa_lens.finetune import (
     NEUTRAL_TEXT,
     ComparisonResult,
     NASAConfig,

@@ -1,4 +1,4 @@
-"""NASA figures (nasa_lens.plots.finetune, old path nasa_lens.plots_nasa): the data they show is the result's."""
+"""NASA figures (nasa_lens.plots.finetune): the data they show is the result's."""
 from __future__ import annotations
 
 import numpy as np
@@ -14,12 +14,6 @@ from nasa_lens.vocab import NAS_COLORSCALE
 def _nas(means: np.ndarray) -> NASResult:
     scores = np.stack([means - 1.0, means + 1.0])  # two examples whose mean is ``means``
     return NASResult(scores=scores, ids=["a", "b"], labels=np.array([1, 0]), model="m", dataset="d")
-
-
-def test_old_import_path_is_the_same_module():
-    from nasa_lens import plots_nasa
-
-    assert plots_nasa.training_curves is training_curves and plots_nasa.METHOD_COLORS is METHOD_COLORS
 
 
 def test_training_curves_plot_the_history():

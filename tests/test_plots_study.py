@@ -1,4 +1,4 @@
-"""Study figures (nasa_lens.plots.study, old path nasa_lens.plots_study): the data they show is the frame's."""
+"""Study figures (nasa_lens.plots.study): the data they show is the frame's."""
 from __future__ import annotations
 
 import numpy as np
@@ -26,12 +26,6 @@ def _bias_frame() -> pd.DataFrame:
                     rows.append({"model": model, "dataset": ds, "phase": phase, "metric": metric, "value": v,
                                  "ci_low": v - 0.02, "ci_high": v + 0.03, "n": 10})
     return pd.DataFrame(rows)
-
-
-def test_old_import_path_is_the_same_module():
-    from nasa_lens import plots_study
-
-    assert plots_study.metrics_by_model is metrics_by_model
 
 
 def test_metrics_by_model_one_bar_per_model_and_panel():

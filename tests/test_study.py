@@ -17,7 +17,7 @@ import pytest
 
 from nasa_lens import study
 from nasa_lens.config import QUICK, ConfigError, StudyConfig, load_config, parse_override
-from nasa_lens.stages import DONE_FILE, StageStore, stage_key
+from nasa_lens.study.stages import DONE_FILE, StageStore, stage_key
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,7 @@ Modules
     :mod:`~nasa_lens.finetune.train` (loss, loop, early stopping), :mod:`~nasa_lens.finetune.checkpoint`,
     :mod:`~nasa_lens.finetune.incremental`, :mod:`~nasa_lens.finetune.run` (``train_nasa``),
     :mod:`~nasa_lens.finetune.result` (``TrainResult``), :mod:`~nasa_lens.finetune.compare` (baselines,
-    general ability, ``compare_methods``). ``nasa_lens.nasa`` re-exports all of it.
+    general ability, ``compare_methods``). (``nasa_lens.nasa``, its old path, is deprecated.)
 """
 from __future__ import annotations
 

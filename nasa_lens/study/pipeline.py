@@ -3,7 +3,7 @@ stage cache, and the finished :class:`~nasa_lens.study.result.StudyResult`.
 
 against controls -> NASA fine-tune -> after-report and generalisation -> report, for one or more models.
 
-Every stage is cached and resumable (:mod:`nasa_lens.stages`): its output folder under ``OUT/stages/`` is keyed
+Every stage is cached and resumable (:mod:`nasa_lens.study.stages`): its output folder under ``OUT/stages/`` is keyed
 by the config it reads, the keys of its upstream stages and the package version, so a second run reuses
 every finished stage, a config change re-runs exactly the stages downstream of it, and an interrupted run
 resumes at the first unfinished stage (the fine-tune from its last checkpoint).

@@ -244,7 +244,7 @@ STUDY_NASA_DEFAULTS: dict[str, Any] = {"steps": 40, "batch_size": 4, "eval_every
 
 
 def nasa_config(cfg: StudyConfig, *, progress: bool = False) -> Any:
-    """The :class:`nasa_lens.nasa.NASAConfig` of the fine-tune stage (raises ConfigError on a bad option)."""
+    """The :class:`nasa_lens.finetune.NASAConfig` of the fine-tune stage (raises ConfigError on a bad option)."""
     from nasa_lens.config import ConfigError
     from nasa_lens.finetune.config import NASAConfig
 
