@@ -6,7 +6,7 @@ heads, as many random heads, all heads' query and key rows) gets the same data, 
 ``threshold`` baseline fits a decision threshold on ``p_yes`` and trains nothing. Every method is evaluated
 on the *test* splits of both training datasets, on BoolQ and on built-in arithmetic questions (never trained
 on), with the general-ability checks (LM loss on a neutral text, next-token arithmetic), the NAS of the
-trained heads before/after, trainable parameter counts and wall time (`nasa_lens.finetune.compare_methods`).
+trained heads before/after, trainable parameter counts and wall time (`nasa_lens.debias.compare_methods`).
 
 Writes ``OUT/comparison.{csv,json}``, ``OUT/adapters/<method>/``, ``OUT/table.md`` and figures
 ``FIGURES/nasa_methods.*``, ``FIGURES/nasa_nas_change.*``, ``FIGURES/nasa_training_curve.*``.
@@ -57,8 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     from nasa_lens.datasets import load_dataset, load_datasets
     from nasa_lens.io import atomic_path
     from nasa_lens.models import load_model
+    from nasa_lens.debias import compare_methods
     from nasa_lens.nas import scan_nas
-    from nasa_lens.finetune import NASAConfig, compare_methods, holdout_split
+    from nasa_lens.finetune import NASAConfig, holdout_split
     from nasa_lens.plots import save_figure
     from nasa_lens.plots.finetune import method_comparison, nas_change_heatmap, training_curves
 
@@ -76,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     comparison = compare_methods(model, train, eval_sets, config, val=val, methods=args.methods, ranking=ranking.mean,
                                  nas_sets=[next(iter(eval_sets))], nas_limit=64)
     out = Path(args.out)
-    comparison.save(out, model)
+    comparison.save(out)  # comparison.csv, comparison.json, each fitted method (adapters) under methods/
     table = comparison.table(("pr_gap", "recall", "yes_rate", "accuracy", "auroc"), with_ci=True)
     with atomic_path(out / "table.md") as tmp:
         Path(tmp).write_text(markdown_table(table))
     print(table.to_string(index=False))
-    general = comparison.frame[comparison.frame.metric.isin(["lm_loss", "arith_accuracy", "nas_heads_before", "nas_heads_after"])]
+    long = comparison.to_dataframe()
+    general = long[long.metric.isin(["lm_loss", "arith_accuracy", "nas_heads_before", "nas_heads_after"])]
     print(general.pivot_table(index="method", columns="metric", values="value").round(3).to_string())
     print("heads:", comparison.meta["heads"])
 

@@ -83,6 +83,7 @@ __all__ = [
     "NASGroupComparison",
     "nas_hooks",
     "nas_for_batch",
+    "nas_of_heads",
     "nas_from_pattern",
     "nas_query_mask",
     "scan_nas",
@@ -321,6 +322,22 @@ def nas_for_batch(
         bridge_of(model).run_with_hooks(batch.input_ids, fwd_hooks=[*hooks, *nas], **batch.forward_kwargs())
     return _stack_layers(store, layers)
 
+
+
+def nas_of_heads(
+    model: Any, examples: Sequence[Any], heads: Sequence[Head], fmt: PromptFormat | None = None, *,
+    positions: str = "after", batch_size: int = 16,
+) -> np.ndarray:
+    """Per example, the mean NAS over ``heads`` (one no-grad forward per batch, only their layers hooked;
+    with whatever adapters or hooks are attached)."""
+    layers = sorted({layer for layer, _ in heads})
+    li = {layer: i for i, layer in enumerate(layers)}
+    out = np.full(len(examples), np.nan)
+    for idx, batch in iter_batches(model, list(examples), fmt, batch_size):
+        nas = nas_for_batch(model, batch, positions=positions, layers=layers)  # [example, layer, head]
+        sel = torch.stack([nas[:, li[layer], h] for layer, h in heads], dim=-1)
+        out[idx] = sel.mean(-1).cpu().double().numpy()
+    return out
 
 # ------------------------------------------------------------------------------------------- the result
 

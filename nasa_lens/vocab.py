@@ -80,9 +80,10 @@ PATCH_TARGETS: tuple[str, ...] = ("z", "pattern")
 
 # ------------------------------------------------------------------------------------------------ de-biasing
 
-DEBIAS_METHODS: tuple[str, ...] = ("base", "threshold", "knockout", "mask", "steer", "nasa", "random", "random-knockout",
-                                   "random-mask", "random-steer")
-"""The de-biasing fixes of :mod:`nasa_lens.debias` by registry name (a test checks the registry matches)."""
+DEBIAS_METHODS: tuple[str, ...] = ("base", "threshold", "knockout", "mask", "steer", "nasa", "random", "all",
+                                   "random-knockout", "random-mask", "random-steer")
+"""The de-biasing fixes of :mod:`nasa_lens.debias` by registry name, in table order (a test checks the registry
+matches): a comparison of several fixes runs and tables them in this order."""
 
 # ------------------------------------------------------------------------------------------------ hook names
 
@@ -120,6 +121,12 @@ SWEEP_META_FILE = "sweep.json"
 SWEEP_HEATMAP_FILE = "sweep_heatmap"  # + .html / .png
 SWEEP_PARTIAL_DIR = "sweep.partial"  # per-batch, per-layer results of an unfinished sweep (resume)
 PATHS_FILE = "paths"  # + .csv / .npz / .json
+COMPARISON_FILE = "comparison.csv"  # the de-biasing comparison table (one row per method and test set)
+COMPARISON_META_FILE = "comparison.json"
+COMPARISON_PARTIAL_FILE = "comparison.partial.csv"  # the rows so far of a comparison still running
+COMPARISON_FIGURE_FILE = "comparison"  # + .html / .png
+FIXES_DIR = "methods"  # the fitted fixes of a comparison, one folder per method
+REPORT_FILE = "report.md"
 VIAS = ("q", "k", "v")  # the receiver inputs of path patching
 
 # ------------------------------------------------------------------------------------------------ colours

@@ -27,7 +27,7 @@ SMALL = {
     "steer": {"k": 2, "alpha_grid": (2.0,), "fit_limit": 16, "batch_size": 8},
     "nasa": {"k": 2, "steps": 2, "scan_limit": 12, "batch_size": 8},
 }
-SMALL["random"] = SMALL["nasa"]
+SMALL["random"] = SMALL["all"] = SMALL["nasa"]
 for _m in ("knockout", "mask", "steer"):
     SMALL[f"random-{_m}"] = SMALL[_m]
 
@@ -47,7 +47,7 @@ def data():
 @pytest.fixture(scope="module")
 def fitted(model, data):
     fixes = {name: make_method(name, **SMALL.get(name, {})).fit(model, data[0]) for name in METHODS}
-    for name in ("nasa", "random"):  # 2 steps may keep the step-0 (identity) deltas: give them a visible edit
+    for name in ("nasa", "random", "all"):  # 2 steps may keep the step-0 (identity) deltas: give them a visible edit
         with torch.no_grad():
             for p in fixes[name].adapter.parameters():
                 p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
@@ -63,7 +63,7 @@ def test_registry_names_every_fix():
     from nasa_lens.vocab import DEBIAS_METHODS
 
     assert tuple(sorted(METHODS)) == tuple(sorted(DEBIAS_METHODS))
-    assert set(METHODS) == {"base", "threshold", "knockout", "mask", "steer", "nasa", "random",
+    assert set(METHODS) == {"base", "threshold", "knockout", "mask", "steer", "nasa", "random", "all",
                             "random-knockout", "random-mask", "random-steer"}
     with pytest.raises(DebiasError, match="unknown de-biasing method 'ridge'"):
         make_method("ridge")
@@ -189,7 +189,7 @@ def test_steer_adds_alpha_times_direction_at_the_answer_position(model, data, fi
 
 def test_threshold_fix_is_fit_threshold(model, data, fitted):
     from nasa_lens.evaluate import predict
-    from nasa_lens.finetune import fit_threshold
+    from nasa_lens.debias import fit_threshold
 
     rows = data[0][:16]
     p, _ = predict(model, rows, progress=False)

@@ -17,20 +17,15 @@ from conftest import QUESTIONS
 from nasa_lens.adapters import ADAPTER_FILE, ADAPTER_META_FILE, AdapterError, HeadAdapter, load_adapter, projection_module
 from nasa_lens.datasets import Example
 from nasa_lens.evaluate import answer_logits
+from nasa_lens.ability import NEUTRAL_TEXT, arithmetic_accuracy, arithmetic_items, lm_loss
+from nasa_lens.debias import ComparisonResult, compare_methods, fit_threshold
 from nasa_lens.finetune import (
-    NEUTRAL_TEXT,
-    ComparisonResult,
     NASAConfig,
     _BalancedBatches,
-    arithmetic_accuracy,
-    arithmetic_items,
     batch_loss,
-    compare_methods,
-    fit_threshold,
     holdout_split,
     hooks_remaining,
     key_groups_for,
-    lm_loss,
     nas_targets,
     train_nasa,
 )
@@ -491,13 +486,14 @@ def test_compare_methods_table(model, tmp_path):
     assert set(table.columns) >= {"dataset", "method", "pr_gap", "recall", "accuracy", "auroc", "n_params", "seconds"}
     res.save(tmp_path)
     again = ComparisonResult.load(tmp_path)
-    pd.testing.assert_frame_equal(again.frame, df, check_dtype=False)
+    pd.testing.assert_frame_equal(again.to_dataframe(), df, check_dtype=False)
     assert not hooks_remaining(model)
 
 
 
-# the numbers compare_methods gave before it dispatched on method objects (string dispatch, commit 061c1d3), on
-# tiny-random: mean logit difference and ECE on "q2", NAS of the trained heads before / after on "q2"
+# the numbers compare_methods gave before it dispatched on method objects (string dispatch, commit 061c1d3), and
+# before its methods became de-biasing fixes (nasa_lens.debias), on tiny-random: mean logit difference and ECE on
+# "q2", NAS of the trained heads before / after on "q2"
 PINNED_Q2 = {
     "base": (-0.24330458293358484, 0.060504029194513975, None, None),
     "threshold": (-0.24330458293358484, 0.060504029194513975, None, None),
@@ -508,15 +504,17 @@ PINNED_Q2 = {
 
 
 def test_compare_methods_objects_give_the_string_dispatch_numbers(model):
-    """Method objects and names, in any order: the rows, their order and every number of the old string
+    """Fix objects and names, in any order: the rows, their order and every number of the old string
     dispatch (random's head count from nasa's selection, threshold on the shared base evaluation)."""
+    from nasa_lens.debias.methods import NASA, AllHeads, RandomNASA
     from nasa_lens.evaluate import METRIC_KEYS
-    from nasa_lens.finetune import AllHeadsMethod, NASAMethod, RandomHeadsMethod
 
-    res = compare_methods(model, TRAIN, {"q": VAL, "q2": TRAIN[3:9]}, small(heads="top:2", steps=2, eval_every=0), val=VAL,
-                          methods=[AllHeadsMethod(), "threshold", RandomHeadsMethod(), NASAMethod(), "base"], n_boot=10,
+    cfg = small(heads="top:2", steps=2, eval_every=0)
+    shared = {"config": cfg, "format": cfg.format, "batch_size": cfg.eval_batch_size}
+    res = compare_methods(model, TRAIN, {"q": VAL, "q2": TRAIN[3:9]}, cfg, val=VAL,
+                          methods=[AllHeads(**shared), "threshold", RandomNASA(seed=3, **shared), NASA(**shared), "base"], n_boot=10,
                           nas_limit=4, general=False, progress=False, random_seed=3, threshold_limit=5, nas_sets=["q2"])
-    df = res.frame
+    df = res.to_dataframe()
     assert res.meta["methods"] == ["base", "threshold", "nasa", "random", "all"]
     want_keys = []
     for m in res.meta["methods"]:
@@ -537,50 +535,35 @@ def test_compare_methods_objects_give_the_string_dispatch_numbers(model):
 
 
 def test_compare_methods_registry_and_custom_methods(model, monkeypatch):
-    from dataclasses import dataclass
-
-    import nasa_lens.finetune.compare as compare_module
-    from nasa_lens.finetune import (
-        COMPARISON_METHODS,
-        AllHeadsMethod,
-        BaseMethod,
-        ComparisonError,
-        MethodRun,
-        NASAMethod,
-        RandomHeadsMethod,
-        resolve_methods,
-    )
+    """compare_methods is a preset of the one registry (nasa_lens.debias): its names, its errors, its run order,
+    and a user's own fix, which shares the base evaluation like every fix that leaves the model unchanged."""
+    import nasa_lens.evaluate as evaluate_module
+    from nasa_lens.debias import BASELINE_METHODS, METHODS, DebiasError, DebiasMethod
     from nasa_lens.vocab import NasaLensError
 
-    assert list(COMPARISON_METHODS) == ["base", "threshold", "nasa", "random", "all"]
-    assert issubclass(ComparisonError, NasaLensError) and issubclass(ComparisonError, ValueError)
-    with pytest.raises(ComparisonError, match=r"unknown method\(s\) 'ridge'; known: base, threshold, nasa, random, all"):
+    assert BASELINE_METHODS == ("base", "threshold", "nasa", "random", "all") and set(BASELINE_METHODS) <= set(METHODS)
+    assert issubclass(DebiasError, NasaLensError) and issubclass(DebiasError, ValueError)
+    with pytest.raises(DebiasError, match=r"unknown de-biasing method\(s\) 'ridge'; known: base, threshold, "):
         compare_methods(model, TRAIN, {"q": VAL}, small(), methods=["base", "ridge"])
-    with pytest.raises(ComparisonError, match="two different methods named 'random'"):
-        resolve_methods(["random", RandomHeadsMethod(seed=1)])
-    with pytest.raises(ComparisonError, match="not a comparison method"):
-        resolve_methods([42])
-    assert resolve_methods(["all", "nasa", "nasa", BaseMethod()]) == [BaseMethod(), NASAMethod(), AllHeadsMethod()]
-    order = resolve_methods([RandomHeadsMethod(name="random-1", seed=1), "random", "nasa"])
-    assert [m.name for m in order] == ["nasa", "random", "random-1"]
 
-    @dataclass(frozen=True)
-    class YesCount:  # a user's method: the base model's yes-rate times n, read from the shared base evaluation
-        name: str = "yes-count"
+    class YesCount(DebiasMethod):  # a user's fix: no change to the model, read from the shared base evaluation
+        name = "yes-count"
+        changes_model = False
 
-        def run(self, ctx):
-            evals, _ = ctx.base_evaluation()
-            return MethodRun([{"method": self.name, "dataset": n, "metric": "n_yes", "value": float((r.p_yes > 0.5).sum()),
-                               "ci_low": math.nan, "ci_high": math.nan, "n_params": 0, "seconds": 0.0} for n, r in evals.items()])
+        def _fit(self, model, train):
+            return None
 
+    with pytest.raises(DebiasError, match="two different methods named 'yes-count'"):
+        compare_methods(model, TRAIN, {"q": VAL}, small(), methods=[YesCount(), YesCount()])
     calls = []
-    real = compare_module.evaluate
-    monkeypatch.setattr(compare_module, "evaluate", lambda m, ds, *a, **kw: calls.append(len(ds)) or real(m, ds, *a, **kw))
-    res = compare_methods(model, TRAIN, {"q": VAL}, small(), methods=[YesCount(), "threshold"], general=False, n_boot=10, progress=False)
-    assert res.meta["methods"] == ["threshold", "yes-count"]
-    assert calls == [len(VAL)]  # the base evaluation ran once, shared, and (base not asked for) is not tabled
-    assert set(res.frame.method) == {"threshold", "yes-count"}
-    assert res.frame[res.frame.method == "yes-count"].value.tolist() == [0.0]  # tiny-random says "no" to everything
+    real = evaluate_module.evaluate
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda m, ds, *a, **kw: calls.append(len(ds)) or real(m, ds, *a, **kw))
+    res = compare_methods(model, TRAIN, {"q": VAL}, small(), methods=[YesCount(), "threshold", "threshold", "base"], general=False,
+                          n_boot=10, progress=False)
+    assert res.meta["methods"] == ["base", "threshold", "yes-count"]
+    assert calls == [len(VAL)]  # the base evaluation ran once, shared by the three
+    assert set(res.frame.method) == {"base", "threshold", "yes-count"}
+    assert res.frame[res.frame.method == "yes-count"].yes_rate.tolist() == [0.0]  # tiny-random says "no" to everything
 
 
 # ------------------------------------------------------------------------------------------ CLI

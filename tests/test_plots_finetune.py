@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nasa_lens.finetune import ComparisonResult, NASAConfig, TrainResult
+from nasa_lens.debias import ComparisonResult
+from nasa_lens.finetune import NASAConfig, TrainResult
 from nasa_lens.nas import NASResult
 from nasa_lens.plots.finetune import METHOD_COLORS, method_comparison, nas_change_heatmap, training_curves
 from nasa_lens.vocab import NAS_COLORSCALE
@@ -33,8 +34,7 @@ def test_training_curves_plot_the_history():
 
 
 def test_method_comparison_bars_and_intervals():
-    rows = [{"method": m, "dataset": d, "metric": "pr_gap", "value": v, "ci_low": v - 0.1, "ci_high": v + 0.2,
-             "n_params": 0, "seconds": 0.0}
+    rows = [{"method": m, "dataset": d, "pr_gap": v, "pr_gap_lo": v - 0.1, "pr_gap_hi": v + 0.2, "params": 0, "fit_seconds": 0.0}
             for (m, d, v) in (("base", "x", 0.5), ("nasa", "x", 0.1), ("base", "y", 0.3), ("nasa", "y", 0.2))]
     comp = ComparisonResult(frame=pd.DataFrame(rows), meta={"methods": ["base", "nasa"], "model": "m"})
     fig = method_comparison(comp, metrics=("pr_gap",))

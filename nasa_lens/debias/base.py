@@ -30,7 +30,8 @@ from torch import Tensor
 
 from nasa_lens.heads import Head, format_head, parse_head
 from nasa_lens.io import atomic_path, read_json, write_json
-from nasa_lens.vocab import InputError
+from nasa_lens.prompts import PromptFormat
+from nasa_lens.vocab import FORMATS, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
@@ -48,6 +49,12 @@ __all__ = [
     "make_method",
     "load_method",
     "read_method_meta",
+    "gold_labels",
+    "prompt_format",
+    "predict_p_yes",
+    "positive_int",
+    "fit_key",
+    "balanced_accuracy",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,13 +92,35 @@ def make_method(name: str, **options: Any) -> DebiasMethod:
     return cls(**options)
 
 
-def _labels(examples: Sequence[Any]) -> np.ndarray:
+def gold_labels(examples: Sequence[Any]) -> np.ndarray:
+    """1 for gold "yes", 0 for "no"; both labels required (else :class:`DebiasError`)."""
     y = np.array([1 if getattr(ex, "label", None) == "yes" else 0 if getattr(ex, "label", None) == "no" else -1 for ex in examples])
     if (y < 0).any():
         raise DebiasError("every training example needs a gold label ('yes' or 'no')")
     if not ((y == 1).any() and (y == 0).any()):
         raise DebiasError("fitting a de-biasing fix needs training examples of both labels")
     return y
+
+
+def prompt_format(name: str) -> PromptFormat:
+    """The prompt-format preset ``name``; an unknown name is a :class:`DebiasError`."""
+    if name not in FORMATS:
+        raise DebiasError(f"unknown prompt format {name!r}; choose one of {list(FORMATS)}")
+    return PromptFormat.named(name)
+
+
+def predict_p_yes(model: LoadedModel, examples: Sequence[Any], fmt: PromptFormat, batch_size: int) -> np.ndarray:
+    """``p_yes`` of every example (no progress bar), with whatever the model has attached."""
+    from nasa_lens.evaluate import predict
+
+    return predict(model, list(examples), fmt, batch_size=batch_size, progress=False)[0]
+
+
+def positive_int(name: str, value: Any) -> int:
+    """``value`` if it is a positive int (not a bool), else a :class:`DebiasError` naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DebiasError(f"{name} must be a positive int, got {value!r}")
+    return value
 
 
 class DebiasMethod:
@@ -108,6 +137,8 @@ class DebiasMethod:
 
     name: ClassVar[str] = ""
     changes_model: ClassVar[bool] = True
+    fits_threshold: ClassVar[bool] = False
+    """True for a fix whose fitted state is its decision threshold (``threshold``)."""
     option_names: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self) -> None:
@@ -117,6 +148,7 @@ class DebiasMethod:
         self.model_name: str | None = None
         self.base_weights_hash: str | None = None
         self.info: dict[str, Any] = {}
+        self._val: list[Any] | None = None
 
     # ------------------------------------------------------------------ interface
 
@@ -132,14 +164,19 @@ class DebiasMethod:
     def options(self) -> dict[str, Any]:
         return {k: _jsonable(getattr(self, k)) for k in self.option_names}
 
-    def fit(self, model: LoadedModel, train: Sequence[Any]) -> DebiasMethod:
-        """Fit on labelled training examples (heads, directions, thresholds...); returns ``self``."""
+    def fit(self, model: LoadedModel, train: Sequence[Any], *, val: Sequence[Any] | None = None) -> DebiasMethod:
+        """Fit on labelled training examples (heads, directions, thresholds...); returns ``self``. ``val``:
+        validation examples for the fixes that train (they hold some training examples out otherwise)."""
         from nasa_lens.models import weights_hash
 
         train = list(train)
-        _labels(train)
+        gold_labels(train)
         t0 = time.perf_counter()
-        self._fit(model, train)
+        self._val = None if val is None else list(val)
+        try:
+            self._fit(model, train)
+        finally:
+            self._val = None
         self.fit_seconds = time.perf_counter() - t0
         self.model_name = model.name
         self.base_weights_hash = weights_hash(model)

@@ -1,5 +1,5 @@
-"""Shared parts of the fixes: the no-head fixes (``base``, ``threshold``) and :class:`HeadMethod`, the base of
-every fix that acts on heads (ranking on the training split, ``k`` from a grid, the random-order control)."""
+""":class:`HeadMethod`, the base of every fix that acts on heads (ranking on the training split, ``k`` from a
+grid, the random-order control), and :func:`random_variant`, which registers that control."""
 from __future__ import annotations
 
 import contextlib
@@ -8,40 +8,19 @@ import random
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import numpy as np
-
-from nasa_lens.debias.base import DebiasError, DebiasMethod, _labels, fit_key, register
+from nasa_lens.debias.base import DebiasError, DebiasMethod, fit_key, gold_labels, positive_int, predict_p_yes, prompt_format, register
 from nasa_lens.heads import Head, format_head, parse_head
-from nasa_lens.prompts import PromptFormat
-from nasa_lens.vocab import FORMATS
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
 
-__all__ = ["Base", "Threshold", "HeadMethod", "random_variant"]
+__all__ = ["HeadMethod", "random_variant", "parse_heads_option"]
 
 logger = logging.getLogger(__name__)
 
 
-def _fmt(name: str) -> PromptFormat:
-    if name not in FORMATS:
-        raise DebiasError(f"unknown prompt format {name!r}; choose one of {list(FORMATS)}")
-    return PromptFormat.named(name)
-
-
-def _p_yes(model: LoadedModel, examples: Sequence[Any], fmt: PromptFormat, batch_size: int) -> np.ndarray:
-    from nasa_lens.evaluate import predict
-
-    return predict(model, list(examples), fmt, batch_size=batch_size, progress=False)[0]
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DebiasError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _parse_heads(heads: Any) -> list[Head] | None:
+def parse_heads_option(heads: Any) -> list[Head] | None:
+    """``heads_given`` as heads: a list of ``(layer, head)`` or ``L.H`` strings, or ``\"L.H,L.H\"`` (None: choose)."""
     if heads is None:
         return None
     if isinstance(heads, str):
@@ -50,49 +29,6 @@ def _parse_heads(heads: Any) -> list[Head] | None:
     if not out:
         raise DebiasError("heads must name at least one head (or be None to choose them on the training split)")
     return out
-
-
-# ============================================================================================== no heads
-
-
-@register
-class Base(DebiasMethod):
-    """No fix: the model as it is (the reference row of a comparison)."""
-
-    name = "base"
-    changes_model = False
-
-    def _fit(self, model: LoadedModel, train: list[Any]) -> None:
-        return None
-
-
-@register
-class Threshold(DebiasMethod):
-    """A decision threshold on ``p_yes`` fitted on the training examples; the model is unchanged."""
-
-    name = "threshold"
-    changes_model = False
-    option_names = ("fit_limit", "format", "batch_size")
-
-    def __init__(self, fit_limit: int = 128, format: str = "yes-no", batch_size: int = 16) -> None:
-        super().__init__()
-        self.fit_limit = _positive_int("fit_limit", fit_limit)
-        self.format = format
-        self.batch_size = _positive_int("batch_size", batch_size)
-        _fmt(format)
-
-    @property
-    def n_params(self) -> int:
-        return 1
-
-    def _fit(self, model: LoadedModel, train: list[Any]) -> None:
-        from nasa_lens.finetune import fit_threshold
-
-        rows = train[: self.fit_limit]
-        y = _labels(rows)
-        p = _p_yes(model, rows, _fmt(self.format), self.batch_size)
-        self.threshold = float(fit_threshold(y, p))
-        self.info = {"n_fit": len(rows)}
 
 
 # ============================================================================================== head fixes
@@ -120,17 +56,17 @@ class HeadMethod(DebiasMethod):
         batch_size: int = 16,
     ) -> None:
         super().__init__()
-        self.k = _positive_int("k", k)
-        self.k_grid = None if k_grid is None else sorted({_positive_int("k_grid entry", int(x)) for x in k_grid})
+        self.k = positive_int("k", k)
+        self.k_grid = None if k_grid is None else sorted({positive_int("k_grid entry", int(x)) for x in k_grid})
         if self.k_grid is not None and not self.k_grid:
             raise DebiasError("k_grid must hold at least one head count (or be None: use k)")
-        self.heads_given = None if heads_given is None else [format_head(h) for h in _parse_heads(heads_given)]
+        self.heads_given = None if heads_given is None else [format_head(h) for h in parse_heads_option(heads_given)]
         self.random_order = bool(random_order)
         self.seed = int(seed)
-        self.fit_limit = _positive_int("fit_limit", fit_limit)
+        self.fit_limit = positive_int("fit_limit", fit_limit)
         self.format = format
-        self.batch_size = _positive_int("batch_size", batch_size)
-        _fmt(format)
+        self.batch_size = positive_int("batch_size", batch_size)
+        prompt_format(format)
 
     # -- selection
 
@@ -158,13 +94,13 @@ class HeadMethod(DebiasMethod):
             self._set_heads(model, train, order[: self.k])
             return
         rows = train[: self.fit_limit]
-        y = _labels(rows)
-        fmt = _fmt(self.format)
+        y = gold_labels(rows)
+        fmt = prompt_format(self.format)
         tried, best, best_key = [], None, None
         for k in self.k_grid:
             self._set_heads(model, train, order[:k])
             with self.apply_unchecked(model):
-                p = _p_yes(model, rows, fmt, self.batch_size)
+                p = predict_p_yes(model, rows, fmt, self.batch_size)
             key = fit_key(y, p, k)
             tried.append({"k": k, "balanced_accuracy": key[0], "abs_pr_gap": -key[1]})
             if best_key is None or key > best_key:

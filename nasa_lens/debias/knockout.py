@@ -11,8 +11,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from nasa_lens.debias.base import DebiasError, register
-from nasa_lens.debias.heads import HeadMethod, _fmt, _positive_int
+from nasa_lens.debias.base import DebiasError, positive_int, prompt_format, register
+from nasa_lens.debias.heads import HeadMethod
 from nasa_lens.heads import Head, ranked_heads
 from nasa_lens.interventions import AttentionKnockout
 from nasa_lens.prompts import build_batch
@@ -47,7 +47,7 @@ class Knockout(HeadMethod):
 
     def __init__(self, k: int = 8, k_grid: Sequence[int] | None = (2, 4, 8, 16), scan_limit: int = 64, rows: str = "after", **kw: Any) -> None:
         super().__init__(k=k, k_grid=k_grid, **kw)
-        self.scan_limit = _positive_int("scan_limit", scan_limit)
+        self.scan_limit = positive_int("scan_limit", scan_limit)
         if rows not in ("after", "last"):
             raise DebiasError(f"knockout rows must be 'after' or 'last', got {rows!r}")
         self.rows = rows
@@ -56,11 +56,11 @@ class Knockout(HeadMethod):
     def _rank_heads(self, model: LoadedModel, train: list[Any]) -> list[Head]:
         from nasa_lens.finetune import nas_ranking
 
-        ranking = nas_ranking(model, train, _fmt(self.format), limit=self.scan_limit, batch_size=self.batch_size)
+        ranking = nas_ranking(model, train, prompt_format(self.format), limit=self.scan_limit, batch_size=self.batch_size)
         return ranked_heads(ranking)
 
     def _prepare(self, model: LoadedModel, train: list[Any]) -> None:
-        batch = build_batch(model, train[: min(len(train), 16)], _fmt(self.format))
+        batch = build_batch(model, train[: min(len(train), 16)], prompt_format(self.format))
         rows = torch.arange(len(batch))
         ys = set(batch.input_ids[rows, batch.pos_yes].tolist())
         ns = set(batch.input_ids[rows, batch.pos_no].tolist())

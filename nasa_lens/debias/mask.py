@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nasa_lens.debias.base import DebiasError, register
-from nasa_lens.debias.heads import HeadMethod, _fmt, _positive_int
+from nasa_lens.debias.base import DebiasError, positive_int, prompt_format, register
+from nasa_lens.debias.heads import HeadMethod
 from nasa_lens.heads import Head, format_head, ranked_heads
 from nasa_lens.interventions import HeadAblation, ZReference, collect_z_reference
 
@@ -29,18 +29,18 @@ class Mask(HeadMethod):
 
     def __init__(self, k: int = 8, k_grid: Sequence[int] | None = (2, 4, 8, 16), sweep_limit: int = 32, reference_limit: int = 64, **kw: Any) -> None:
         super().__init__(k=k, k_grid=k_grid, **kw)
-        self.sweep_limit = _positive_int("sweep_limit", sweep_limit)
-        self.reference_limit = _positive_int("reference_limit", reference_limit)
+        self.sweep_limit = positive_int("sweep_limit", sweep_limit)
+        self.reference_limit = positive_int("reference_limit", reference_limit)
         self.reference: ZReference | None = None
 
     def _prepare(self, model: LoadedModel, train: list[Any]) -> None:
-        self.reference = collect_z_reference(model, train[: self.reference_limit], _fmt(self.format), batch_size=self.batch_size,
+        self.reference = collect_z_reference(model, train[: self.reference_limit], prompt_format(self.format), batch_size=self.batch_size,
                                              pool_size=0, progress=False)
 
     def _rank_heads(self, model: LoadedModel, train: list[Any]) -> list[Head]:
         from nasa_lens.causal import attribution_effects
 
-        sweep = attribution_effects(model, train[: self.sweep_limit], mode="mean", reference=self.reference, fmt=_fmt(self.format),
+        sweep = attribution_effects(model, train[: self.sweep_limit], mode="mean", reference=self.reference, fmt=prompt_format(self.format),
                                     batch_size=self.batch_size, progress=False)
         eff = sweep.effects
         self.info["sweep_effect_top"] = {format_head(h): float(eff[h]) for h in ranked_heads(eff)[:16]}

@@ -6,7 +6,7 @@ How every fix chooses its heads and its free setting -- on the training examples
     Nothing (the reference row).
 ``threshold``
     No heads. The cut-off on ``p_yes`` that maximises balanced accuracy on the first ``fit_limit`` training
-    examples (:func:`nasa_lens.finetune.fit_threshold`; ties: smaller ``|pr_gap|``, then nearer 0.5).
+    examples (:func:`nasa_lens.debias.threshold.fit_threshold`; ties: smaller ``|pr_gap|``, then nearer 0.5).
 ``knockout``
     Candidates: heads ranked by mean NAS on the first ``scan_limit`` training examples (the paper's
     selection). Intervention: :class:`~nasa_lens.interventions.AttentionKnockout` ``remove`` of the "No"
@@ -30,20 +30,26 @@ How every fix chooses its heads and its free setting -- on the training examples
     from ``alpha_grid`` (0 included: no change) by ``fit_key``.
 ``nasa``
     :func:`nasa_lens.finetune.train_nasa` on the top-``k`` NAS heads (``top:k``, NAS scanned on the training
-    examples), ``steps`` steps, ``val_fraction`` of the training examples held out for validation.
+    examples), ``steps`` steps, ``val_fraction`` of the training examples held out for validation (or the
+    ``val`` examples given to ``fit``). With ``config`` (a whole ``NASAConfig``, as in
+    :func:`~nasa_lens.debias.compare_methods`) the config's head spec and settings are used instead.
+``all``
+    The all-heads baseline: NASA on every head's query rows and (``train_k``) every key group's key rows.
 ``random`` / ``random-<fix>``
     The same procedure with the head ranking replaced by a seeded random order of all heads (``random`` is
-    ``random-nasa``): the control for "do the chosen heads matter?".
+    ``random-nasa``): the control for "do the chosen heads matter?". With ``config``, ``random`` trains
+    ``random:k:seed`` (the heads :func:`nasa_lens.heads.random_heads` draws).
 """
 from __future__ import annotations
 
-from nasa_lens.debias.heads import Base, HeadMethod, Threshold, random_variant
+from nasa_lens.debias.threshold import Base, Threshold  # noqa: I001  (registration order: the table order)
+from nasa_lens.debias.heads import HeadMethod, random_variant
 from nasa_lens.debias.knockout import Knockout, candidate_positions
 from nasa_lens.debias.mask import Mask
-from nasa_lens.debias.nasa import NASA
+from nasa_lens.debias.nasa import NASA, AllHeads
 from nasa_lens.debias.steer import Steer, answer_z
 
-__all__ = ["Base", "Threshold", "HeadMethod", "Knockout", "Mask", "Steer", "NASA", "RandomNASA", "RandomKnockout",
+__all__ = ["Base", "Threshold", "HeadMethod", "Knockout", "Mask", "Steer", "NASA", "AllHeads", "RandomNASA", "RandomKnockout",
            "RandomMask", "RandomSteer", "candidate_positions", "answer_z"]
 
 RandomNASA = random_variant(NASA, "random")

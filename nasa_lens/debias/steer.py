@@ -12,8 +12,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from nasa_lens.debias.base import DebiasError, _labels, fit_key, register
-from nasa_lens.debias.heads import HeadMethod, _fmt, _p_yes
+from nasa_lens.debias.base import DebiasError, fit_key, gold_labels, predict_p_yes, prompt_format, register
+from nasa_lens.debias.heads import HeadMethod
 from nasa_lens.heads import Head, format_head, ranked_heads
 from nasa_lens.debias.knockout import by_layer
 from nasa_lens.prompts import PromptFormat, iter_batches
@@ -64,8 +64,8 @@ class Steer(HeadMethod):
 
     def _prepare(self, model: LoadedModel, train: list[Any]) -> None:
         rows = train[: self.fit_limit]
-        self._y = _labels(rows)
-        self._z = answer_z(model, rows, _fmt(self.format), self.batch_size)
+        self._y = gold_labels(rows)
+        self._z = answer_z(model, rows, prompt_format(self.format), self.batch_size)
         yes, no = torch.as_tensor(self._y == 1), torch.as_tensor(self._y == 0)
         self.directions = self._z[yes].mean(0) - self._z[no].mean(0)
 
@@ -92,13 +92,13 @@ class Steer(HeadMethod):
     def _set_heads(self, model: LoadedModel, train: list[Any], heads: list[Head]) -> None:
         self.heads = list(heads)
         rows = train[: self.fit_limit]
-        y = _labels(rows)
-        fmt = _fmt(self.format)
+        y = gold_labels(rows)
+        fmt = prompt_format(self.format)
         tried, best, best_key = [], 0.0, None
         for a in self.alpha_grid:
             self.alpha = a
             with self.apply_unchecked(model):
-                p = _p_yes(model, rows, fmt, self.batch_size)
+                p = predict_p_yes(model, rows, fmt, self.batch_size)
             key = fit_key(y, p, abs(a))
             tried.append({"alpha": a, "balanced_accuracy": key[0], "abs_pr_gap": -key[1]})
             if best_key is None or key > best_key:

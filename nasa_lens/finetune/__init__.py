@@ -39,14 +39,11 @@ Loop
     uninterrupted run. The bridge's train/eval mode is restored and every hook removed afterwards, also after
     an exception.
 
-Checks (:func:`compare_methods`)
-    Before/after bias metrics (:func:`nasa_lens.evaluate.evaluate`) on held-out splits and on datasets never
-    trained on; the NAS of the trained heads before/after; general ability (language-model loss on
-    :data:`NEUTRAL_TEXT`, next-token arithmetic accuracy on :func:`arithmetic_items`); baselines with the same
-    data and step budget: the same number of random heads, all heads' q/k rows, and a decision threshold
-    fitted on the training split (no training). One tidy DataFrame: ``method, dataset, metric, value,
-    ci_low, ci_high, n_params, seconds``. Each method is a small object (``BaseMethod``, ``ThresholdMethod``,
-    ``NASAMethod``, ``RandomHeadsMethod``, ``AllHeadsMethod``) registered by name in ``COMPARISON_METHODS``.
+Checks
+    NASA against its baselines (the same number of random heads, all heads' q/k rows, a fitted decision
+    threshold) with every check (bias metrics, general ability, the NAS of the trained heads before/after) is
+    a de-biasing comparison: :func:`nasa_lens.debias.compare_methods` (fixes ``nasa``, ``random``, ``all``
+    wrap :func:`train_nasa`). This package only trains.
 
 
 Modules
@@ -54,8 +51,7 @@ Modules
     (heads and key groups), :mod:`~nasa_lens.finetune.data` (hold-out, balanced batches),
     :mod:`~nasa_lens.finetune.train` (loss, loop, early stopping), :mod:`~nasa_lens.finetune.checkpoint`,
     :mod:`~nasa_lens.finetune.incremental`, :mod:`~nasa_lens.finetune.run` (``train_nasa``),
-    :mod:`~nasa_lens.finetune.result` (``TrainResult``), :mod:`~nasa_lens.finetune.compare` (baselines,
-    general ability, ``compare_methods``). (``nasa_lens.nasa``, its old path, is deprecated.)
+    :mod:`~nasa_lens.finetune.result` (``TrainResult``). (``nasa_lens.nasa``, its old path, is deprecated.)
 """
 from __future__ import annotations
 
@@ -71,10 +67,6 @@ _LAZY = {
     "checkpoint": ("Checkpointer", "CheckpointError", "LoopState"),
     "result": ("TrainResult",),
     "run": ("train_nasa",),
-    "compare": ("ComparisonResult", "NEUTRAL_TEXT", "compare_methods", "fit_threshold", "lm_loss", "arithmetic_items",
-                "arithmetic_accuracy", "general_ability", "COMPARISON_METHODS", "ComparisonMethod", "ComparisonContext",
-                "ComparisonError", "MethodRun", "BaseMethod", "ThresholdMethod", "NASAMethod", "RandomHeadsMethod",
-                "AllHeadsMethod", "resolve_methods"),
     "adapters": ("HeadAdapter", "AdapterError", "load_adapter", "save_adapter", "read_adapter_meta", "attached_adapters"),
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
@@ -87,7 +79,16 @@ __all__ = [
 ]
 
 
+_MOVED = {
+    **dict.fromkeys(("ComparisonResult", "compare_methods", "fit_threshold"), "nasa_lens.debias"),
+    **dict.fromkeys(("NEUTRAL_TEXT", "lm_loss", "arithmetic_items", "arithmetic_accuracy", "general_ability"), "nasa_lens.ability"),
+}
+"""Names that left with the comparison (finetune trains; :mod:`nasa_lens.debias` compares, :mod:`nasa_lens.ability` checks)."""
+
+
 def __getattr__(name: str):
+    if name in _MOVED:
+        raise AttributeError(f"nasa_lens.finetune.{name} moved: import it from {_MOVED[name]}")
     if name in _WHERE:
         import importlib
 

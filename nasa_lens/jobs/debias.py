@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nasa_lens.vocab import DEFAULT_MODEL, FORMATS, InputError
+from nasa_lens.vocab import COMPARISON_FIGURE_FILE, COMPARISON_PARTIAL_FILE, DEFAULT_MODEL, FORMATS, InputError
 
 __all__ = ["CompareConfig", "CompareConfigError", "load_compare_data", "run_compare"]
 
@@ -159,7 +159,7 @@ def load_compare_data(cfg: CompareConfig) -> tuple[list[Any], dict[str, Any], li
 
 def run_compare(cfg: CompareConfig, out: str | Path, *, command: str = "", progress: bool = False) -> Any:
     """Load, fit and evaluate every fix, write ``comparison.csv``, ``comparison.json``, ``methods/NAME``,
-    ``comparison.html``/``.png`` and ``report.md`` into ``out``. Returns the :class:`FixComparison`."""
+    ``comparison.html``/``.png`` and ``report.md`` into ``out``. Returns the :class:`~nasa_lens.debias.ComparisonResult`."""
     import torch
 
     from nasa_lens.debias import compare_fixes
@@ -175,10 +175,10 @@ def run_compare(cfg: CompareConfig, out: str | Path, *, command: str = "", progr
     out.mkdir(parents=True, exist_ok=True)
     result = compare_fixes(model, train, tests, cfg.method_list, options=cfg.method_options(), format=cfg.format,
                            batch_size=cfg.batch_size, n_boot=cfg.n_boot, seed=cfg.seed, lm_loss=cfg.lm_loss, progress=progress,
-                           partial=out / "comparison.partial.csv")
+                           partial=out / COMPARISON_PARTIAL_FILE)
     result.meta.update({"config": cfg.to_dict(), "train": cfg.train_list, "warnings": notes, "command": command})
     with atomic_output(out) as tmp:  # the files appear together (the partial CSV of a long run is kept beside them)
         result.save(tmp)
-        save_figure(comparison_figure(result.frame, title=f"De-biasing fixes on {model.name}"), tmp / "comparison")
+        save_figure(comparison_figure(result.frame, title=f"De-biasing fixes on {model.name}"), tmp / COMPARISON_FIGURE_FILE)
         result.write_report(tmp, command)
     return result

@@ -1,4 +1,4 @@
-"""Figures of a de-biasing comparison (:class:`nasa_lens.debias.FixComparison`). Functions return a plotly
+"""Figures of a de-biasing comparison (:class:`nasa_lens.debias.ComparisonResult`). Functions return a plotly
 ``Figure`` (never shown); write one with :func:`nasa_lens.plots.save_figure`."""
 from __future__ import annotations
 

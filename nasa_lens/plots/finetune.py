@@ -17,7 +17,8 @@ from nasa_lens.vocab import NAS_COLORSCALE
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.nas import NASResult
-    from nasa_lens.finetune import ComparisonResult, TrainResult
+    from nasa_lens.debias import ComparisonResult
+    from nasa_lens.finetune import TrainResult
 
 __all__ = ["training_curves", "method_comparison", "nas_change_heatmap", "METHOD_COLORS"]
 
@@ -58,7 +59,7 @@ def method_comparison(
     title: str | None = None,
 ) -> go.Figure:
     """One panel per metric: grouped bars (dataset on x, one bar per method) with 95% interval error bars."""
-    df = comparison.frame
+    df = comparison.to_dataframe()
     datasets = list(datasets) if datasets is not None else [d for d in dict.fromkeys(df.dataset) if d in set(df[df.metric.isin(metrics)].dataset)]
     methods = [m for m in comparison.meta.get("methods", list(dict.fromkeys(df.method))) if m in set(df.method)]
     fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=list(metrics), horizontal_spacing=0.06)

@@ -9,13 +9,12 @@ from typing import Any
 import pandas as pd
 
 from nasa_lens.io import atomic_path, read_json
-from nasa_lens.vocab import InputFileNotFoundError
+from nasa_lens.vocab import REPORT_FILE, InputFileNotFoundError  # noqa: F401  (REPORT_FILE: the study names it too)
 from nasa_lens.study.stages import StageOutput
 
 STAGE_ORDER: tuple[str, ...] = ("bias", "nas", "conditions", "ablation", "finetune", "after", "compare", "report")
 STAGES_DIR = "stages"
 RESULTS_FILE = "results.json"
-REPORT_FILE = "report.md"
 REPORT_HTML_FILE = "report.html"
 TIMINGS_FILE = "timings.json"
 MANIFEST_FILE = "manifest.json"  # written last: the published files and their sizes (the study is complete)

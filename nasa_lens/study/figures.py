@@ -9,7 +9,7 @@ import pandas as pd
 from nasa_lens.config import StudyConfig
 from nasa_lens.study.stages import StageContext, safe_name
 
-from nasa_lens.vocab import HISTORY_FILE
+from nasa_lens.vocab import COMPARISON_FILE, HISTORY_FILE
 from nasa_lens.study.common import (
     CURVE_DIR,
     STAGE_ORDER,
@@ -95,7 +95,7 @@ def build_report(cfg: StudyConfig, ctx: StageContext) -> dict[str, Any]:
         if stages.get("compare") is not None:
             from nasa_lens.plots.debias import comparison_figure
 
-            comp = pd.read_csv(stages["compare"].path / "comparison.csv")
+            comp = pd.read_csv(stages["compare"].path / COMPARISON_FILE)
             frames["debias"].append(tagged(comp, m))
             figs["debias"] = save(comparison_figure(comp, title=f"{m}: de-biasing fixes fitted on the train sample, test splits"),
                                   f"debias_{sm}")

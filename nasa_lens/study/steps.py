@@ -16,7 +16,7 @@ from nasa_lens.config import StudyConfig
 from nasa_lens.io import atomic_path, write_json
 from nasa_lens.study.stages import StageContext, safe_name
 
-from nasa_lens.vocab import HISTORY_FILE
+from nasa_lens.vocab import COMPARISON_PARTIAL_FILE, HISTORY_FILE
 from nasa_lens.study.common import ABLATION_FILE, CURVE_DIR, DELTA_METRICS, _load_nas, _stage_name, _write_csv
 
 logger = logging.getLogger("nasa_lens.study")
@@ -382,7 +382,7 @@ def stage_compare(env: StudyEnv, model_name: str, ctx: StageContext) -> dict[str
                              format=cfg.data.format, batch_size=cfg.batch_size)
     result = compare_fixes(env.model(model_name), train, tests, c.methods, options=options, format=cfg.data.format,
                            batch_size=cfg.batch_size, n_boot=cfg.bias.n_boot, seed=cfg.seed, progress=env.progress,
-                           partial=ctx.work / "comparison.partial.csv")
+                           partial=ctx.work / COMPARISON_PARTIAL_FILE)
     result.save(ctx.work)
     result.write_report(ctx.work)
     keep = ["accuracy", "pr_gap", "yes_rate", "auroc", "params"]  # no timings: the summary is deterministic (fit times: comparison.csv)
