@@ -38,7 +38,7 @@ Limitation: the hooks need the bridge's default attention path (``q``/``k`` appl
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import InputFileNotFoundError, NasaLensError
+from nasa_lens.vocab import ADAPTER_FILE, ADAPTER_META_FILE, InputFileNotFoundError, NasaLensError
 
 import contextlib
 import hashlib
@@ -76,8 +76,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_FILE = "adapter.safetensors"
-ADAPTER_META_FILE = "adapter.json"
 ADAPTER_FORMAT = "nasa-lens-adapter"
 ADAPTER_VERSION = 1
 KINDS = ("q", "k")

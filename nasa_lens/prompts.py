@@ -14,7 +14,7 @@ token is the last column for every row; candidate positions are per row.
 """
 from __future__ import annotations
 
-from nasa_lens.vocab import FORMATS, NasaLensError
+from nasa_lens.vocab import FORMATS, NasaLensError, check_format
 
 import re
 import string
@@ -112,8 +112,7 @@ class PromptFormat:
         """Presets: ``"yes-no"`` (default), ``"no-yes"``, ``"true-false"``, ``"false-true"``."""
         yes_no, true_false = cls(), cls(positive="True", negative="False")
         presets = dict(zip(FORMATS, (yes_no, yes_no.swapped(), true_false, true_false.swapped()), strict=True))
-        if name not in presets:
-            raise PromptError(f"unknown prompt format {name!r}; known: {sorted(presets)}")
+        check_format(name, PromptError)
         return presets[name]
 
 

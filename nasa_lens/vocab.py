@@ -49,8 +49,27 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 FORMATS: tuple[str, ...] = ("yes-no", "no-yes", "true-false", "false-true")
 """Prompt-format presets (:meth:`nasa_lens.prompts.PromptFormat.named`): candidate words and their order."""
 
+
+
+def check_format(name: object, error: type[Exception] = InputError) -> str:
+    """``name`` if it is a prompt-format preset of :data:`FORMATS`, else ``error`` (a :class:`NasaLensError`
+    subclass: each config raises its own) with the one message every check gives."""
+    if not isinstance(name, str) or name not in FORMATS:
+        raise error(f"unknown prompt format {name!r}: format must be one of {list(FORMATS)}")
+    return name
+
+
 CONDITION_FORMATS: tuple[str, ...] = ("yes-no", "no-yes", "true-false")
 """The instruction-agnostic conditions scanned by default: Yes/No, the swapped order No/Yes, True/False."""
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+VECTOR_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "pr_gap", "yes_rate", "mean_logit_diff")
+"""The metrics computed from the answers and logit differences alone (no ranking, no calibration, unlike ``ece``
+and ``auroc``): what an ablation curve or effect sweep can track, and what the study's paired deltas report."""
+
+SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "pr_gap", "yes_rate")
+"""The five metrics a summary shows (the study's figures, before/after tables and validation summaries)."""
 
 # ------------------------------------------------------------------------------------------------ NAS
 
@@ -127,6 +146,12 @@ COMPARISON_PARTIAL_FILE = "comparison.partial.csv"  # the rows so far of a compa
 COMPARISON_FIGURE_FILE = "comparison"  # + .html / .png
 FIXES_DIR = "methods"  # the fitted fixes of a comparison, one folder per method
 REPORT_FILE = "report.md"
+ABLATION_FILE = "ablation.csv"
+ADAPTER_FILE = "adapter.safetensors"
+ADAPTER_META_FILE = "adapter.json"
+CORRELATIONS_FILE = "correlations.csv"
+CONDITION_LABELS_FILE = "labels.json"
+PLOTLYJS_FILE = "plotly.min.js"  # the plotly.js bundle HTML figures of one folder share
 VIAS = ("q", "k", "v")  # the receiver inputs of path patching
 
 # ------------------------------------------------------------------------------------------------ colours

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -234,3 +235,36 @@ def test_modules_stay_small():
     allowed = {"nasa_lens.nas": "one idea: the NAS formula, hooks, result and its analyses"}
     sizes = {m: len(p.read_text().splitlines()) for m, p in _modules().items()}
     assert {m: n for m, n in sizes.items() if n > 600 and m not in allowed} == {}
+
+
+FILE_NAME = re.compile(r"^[\w.\-]+\.(csv|json|jsonl|md|html|png|npz|pt|safetensors|js)$")
+
+
+def _string_literals(path: Path) -> set[str]:
+    """The string constants of a module that are not docstrings."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs}
+
+
+def test_every_file_name_is_a_literal_in_one_module():
+    """An output file name (``comparison.csv``, ``done.json``...) is written out once; every other module uses
+    its constant (most live in ``vocab.py``)."""
+    where: dict[str, list[str]] = {}
+    for module, path in _modules().items():
+        if module in SHIMS:
+            continue
+        for literal in _string_literals(path):
+            if FILE_NAME.match(literal):
+                where.setdefault(literal, []).append(module)
+    assert {name: sorted(mods) for name, mods in where.items() if len(mods) > 1} == {}
+    assert where["comparison.csv"] == ["nasa_lens.vocab"] and where["done.json"] == ["nasa_lens.study.stages"]
+
+
+def test_the_prompt_format_check_is_written_once():
+    """Every config checks its ``format`` with ``vocab.check_format`` (one message, each config's own error)."""
+    pattern = re.compile(r"\bnot in FORMATS\b|\bin FORMATS\b")
+    users = [m for m, p in _modules().items() if m != "nasa_lens.vocab" and pattern.search(p.read_text(encoding="utf-8"))]
+    assert users == []

@@ -34,7 +34,7 @@ from nasa_lens.causal.runner import (
     vector_metrics,
 )
 
-from nasa_lens.vocab import METRICS_FILE, PREDICTIONS_FILE
+from nasa_lens.vocab import ABLATION_FILE, METRICS_FILE, PREDICTIONS_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
@@ -201,7 +201,7 @@ class AblationCurveResult:
         out.mkdir(parents=True, exist_ok=True)
         with atomic_path(out / "curve.csv") as tmp:
             self.table.to_csv(tmp, index=False)
-        with atomic_path(out / "ablation.csv") as tmp:
+        with atomic_path(out / ABLATION_FILE) as tmp:
             self.to_wide().to_csv(tmp, index=False)
         keys = list(self.outputs)
         with atomic_path(out / "curve_examples.npz") as tmp, open(tmp, "wb") as f:

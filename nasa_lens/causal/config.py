@@ -6,12 +6,21 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from nasa_lens.heads import Head, HeadSpecError, check_head_spec
-from nasa_lens.vocab import ABLATION_MODES, ABLATION_POSITIONS, FORMATS, SWEEP_METHODS, SWEEP_POSITIONS, InputError, NasaLensError, check_threshold
+from nasa_lens.vocab import (
+    ABLATION_MODES,
+    ABLATION_POSITIONS,
+    SWEEP_METHODS,
+    SWEEP_POSITIONS,
+    VECTOR_METRICS,
+    InputError,
+    NasaLensError,
+    check_format,
+    check_threshold,
+)
 
 __all__ = ["CURVE_METRICS", "VECTOR_METRICS", "CausalError", "AblationConfig", "AblationCurveConfig", "EffectSweepConfig", "PatchingConfig"]
 
 CURVE_METRICS: tuple[str, ...] = ("yes_rate", "recall", "precision", "pr_gap", "accuracy", "mean_logit_diff")
-VECTOR_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "f1", "pr_gap", "yes_rate", "mean_logit_diff")
 """The metrics :func:`nasa_lens.causal.runner.vector_metrics` computes for many resamples at once."""
 
 
@@ -46,8 +55,7 @@ class AblationConfig:
     def __post_init__(self) -> None:
         if self.mode not in ABLATION_MODES:
             raise CausalError(f"unknown ablation mode {self.mode!r}; choose one of {list(ABLATION_MODES)}")
-        if self.format not in FORMATS:
-            raise CausalError(f"unknown format {self.format!r}; choose one of {list(FORMATS)}")
+        check_format(self.format, CausalError)
         _check_common(self.batch_size, self.n_boot, self.threshold)
         if self.mode == "resample" and self.pool_size < 2:
             raise CausalError(f"resample ablation needs pool_size >= 2, got {self.pool_size}")
@@ -133,8 +141,7 @@ class AblationCurveConfig:
             raise CausalError(f"unknown metrics {unknown}; choose from {list(VECTOR_METRICS)}")
         if self.n_perm < 1:
             raise CausalError(f"n_perm must be >= 1, got {self.n_perm}")
-        if self.format not in FORMATS:
-            raise CausalError(f"unknown format {self.format!r}; choose one of {list(FORMATS)}")
+        check_format(self.format, CausalError)
         _check_common(self.batch_size, self.n_boot, self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,8 +181,7 @@ class EffectSweepConfig:
             raise CausalError(f"unknown positions {self.positions!r}; choose one of {list(SWEEP_POSITIONS)}")
         if self.batch_size < 1:
             raise CausalError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.format not in FORMATS:
-            raise CausalError(f"unknown format {self.format!r}; choose one of {list(FORMATS)}")
+        check_format(self.format, CausalError)
         if self.mode == "resample" and self.pool_size < 2:
             raise CausalError(f"resample ablation needs pool_size >= 2, got {self.pool_size}")
         try:
@@ -217,6 +223,5 @@ class PatchingConfig:
             raise CausalError(f"unknown patch target {self.what!r}; choose 'z' or 'pattern'")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise CausalError(f"max_pairs must be >= 1 (or None), got {self.max_pairs}")
-        if self.format not in FORMATS:
-            raise CausalError(f"unknown format {self.format!r}; choose one of {list(FORMATS)}")
+        check_format(self.format, CausalError)
         _check_common(self.batch_size, self.n_boot, 0.5)

@@ -20,6 +20,7 @@ from nasa_lens.commands.logs import progress_on
 from nasa_lens.commands.tables import add_json_flag, print_table, say
 from nasa_lens.finetune.config import NASAConfig
 from nasa_lens.jobs.finetune import FinetuneJob
+from nasa_lens.vocab import ADAPTER_FILE, ADAPTER_META_FILE, HISTORY_FILE, METRICS_FILE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -47,5 +48,5 @@ def _finetune(args: argparse.Namespace) -> int:
     if result.before is not None and result.after is not None:  # validation metrics before and after
         print_table(args, [{"metric": key, "before": result.before.metrics[key], "after": result.after.metrics[key]}
                            for key in ("accuracy", "precision", "recall", "pr_gap", "yes_rate", "auroc")])
-    say(args, f"wrote {out / 'adapter.safetensors'}, adapter.json, metrics.json and history.csv in {out}")
+    say(args, f"wrote {out / ADAPTER_FILE}, {ADAPTER_META_FILE}, {METRICS_FILE} and {HISTORY_FILE} in {out}")
     return 0

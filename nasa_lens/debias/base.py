@@ -31,7 +31,7 @@ from torch import Tensor
 from nasa_lens.heads import Head, format_head, parse_head
 from nasa_lens.io import atomic_path, read_json, write_json
 from nasa_lens.prompts import PromptFormat
-from nasa_lens.vocab import FORMATS, InputError
+from nasa_lens.vocab import InputError, check_format
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
@@ -104,8 +104,7 @@ def gold_labels(examples: Sequence[Any]) -> np.ndarray:
 
 def prompt_format(name: str) -> PromptFormat:
     """The prompt-format preset ``name``; an unknown name is a :class:`DebiasError`."""
-    if name not in FORMATS:
-        raise DebiasError(f"unknown prompt format {name!r}; choose one of {list(FORMATS)}")
+    check_format(name, DebiasError)
     return PromptFormat.named(name)
 
 

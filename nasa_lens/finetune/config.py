@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from nasa_lens.heads import Head, HeadSpecError, check_head_spec, format_heads
-from nasa_lens.vocab import FORMATS, POSITIONS, InputError
+from nasa_lens.vocab import InputError, POSITIONS, check_format
 
 __all__ = ["NASAConfig", "NASAConfigError"]
 
@@ -148,8 +148,7 @@ class NASAConfig:
         if self.checkpoint_every < 0:
             raise NASAConfigError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
         _positive("scan_limit", self.scan_limit, int)
-        if self.format not in FORMATS:
-            raise NASAConfigError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
+        check_format(self.format, NASAConfigError)
         _positive("incremental_start", self.incremental_start, int)
         _positive("incremental_max_rounds", self.incremental_max_rounds, int)
         if self.init_scale <= 0:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nasa_lens.vocab import COMPARISON_FIGURE_FILE, COMPARISON_PARTIAL_FILE, DEFAULT_MODEL, FORMATS, InputError
+from nasa_lens.vocab import COMPARISON_FIGURE_FILE, COMPARISON_PARTIAL_FILE, DEFAULT_MODEL, FORMATS, InputError, check_format
 
 __all__ = ["CompareConfig", "CompareConfigError", "load_compare_data", "run_compare"]
 
@@ -70,8 +70,7 @@ class CompareConfig:
                 raise CompareConfigError(f"--{name.replace('_', '-')} must be an integer >= 2 (both labels), got {v!r}")
         if self.n_boot < 0:
             raise CompareConfigError(f"--n-boot must be >= 0, got {self.n_boot}")
-        if self.format not in FORMATS:
-            raise CompareConfigError(f"unknown --format {self.format!r}")
+        check_format(self.format, CompareConfigError)
 
     @property
     def train_list(self) -> list[str]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from nasa_lens.jobs.common import DataSpec, ModelSpec
 from nasa_lens.parallel import writer_only
-from nasa_lens.vocab import DLA_COMPONENTS_FILE, DLA_TABLE_FILE, FORMATS, POSITIONS, VIAS, InputError
+from nasa_lens.vocab import DLA_COMPONENTS_FILE, DLA_TABLE_FILE, FORMATS, InputError, POSITIONS, VIAS, check_format
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.causal.paths import PathPatchingResult
@@ -37,8 +37,7 @@ class DLAConfig:
     png: bool = field(default=True, metadata={"help": "also write the figures as PNG (needs a Chromium)"})
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise InputError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
+        check_format(self.format, InputError)
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.nas_positions not in POSITIONS:
@@ -122,8 +121,7 @@ class PathsConfig:
             raise InputError(f"unknown pairs {self.pairs!r}; choose 'swap' or 'label'")
         if self.max_pairs is not None and self.max_pairs < 1:
             raise InputError(f"max_pairs must be >= 1, got {self.max_pairs}")
-        if self.format not in FORMATS:
-            raise InputError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
+        check_format(self.format, InputError)
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from nasa_lens.parallel import writer_only
 from nasa_lens.jobs.common import DataSpec, ModelSpec
-from nasa_lens.vocab import FORMATS, InputError, check_threshold
+from nasa_lens.vocab import FORMATS, InputError, check_format, check_threshold
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.evaluate import EvalResult
@@ -29,8 +29,7 @@ class EvalConfig:
                                                                "compare: OUT/methods/NAME); its threshold replaces --threshold"})
 
     def __post_init__(self) -> None:
-        if self.format not in FORMATS:
-            raise InputError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
+        check_format(self.format, InputError)
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         check_threshold(self.threshold)

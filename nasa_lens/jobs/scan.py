@@ -19,6 +19,7 @@ from nasa_lens.vocab import (
     NAS_SCORES_FILE,
     POSITIONS,
     InputError,
+    check_format,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -84,8 +85,7 @@ class ScanConfig:
             raise InputError(f"top_k must be >= 1, got {self.top_k} (flag --top)")
         if self.split not in (None, "train", "test"):
             raise InputError(f"split must be 'train', 'test' or None, got {self.split!r}")
-        if self.format not in FORMATS:
-            raise InputError(f"format must be one of {list(FORMATS)}, got {self.format!r}")
+        check_format(self.format, InputError)
         if self.device is not None and self.device_map is not None:
             raise InputError("give either device or device_map, not both")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from nasa_lens.io import atomic_path, write_text
+from nasa_lens.vocab import PLOTLYJS_FILE
 
 __all__ = ["find_browser", "save_figure"]
 
@@ -105,7 +106,7 @@ def save_figure(
     base.parent.mkdir(parents=True, exist_ok=True)
     html = base.with_name(base.name + ".html")
     if include_plotlyjs == "directory":
-        bundle = base.parent / "plotly.min.js"
+        bundle = base.parent / PLOTLYJS_FILE
         if not bundle.is_file():  # written here, atomically, so that concurrent writers never see half a file
             from plotly.offline import get_plotlyjs
 

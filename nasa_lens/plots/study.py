@@ -17,7 +17,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from nasa_lens.vocab import NAS_COLORSCALE
+from nasa_lens.vocab import NAS_COLORSCALE, SUMMARY_METRICS
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.nas import NASResult
@@ -31,7 +31,6 @@ __all__ = [
     "condition_agreement",
 ]
 
-SUMMARY_METRICS: tuple[str, ...] = ("accuracy", "precision", "recall", "pr_gap", "yes_rate")
 _PALETTE = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02")
 _PHASE_COLORS = {"before": "#969696", "after": "#1b9e77"}
 

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from nasa_lens.io import atomic_path, read_json
-from nasa_lens.vocab import REPORT_FILE, InputFileNotFoundError  # noqa: F401  (REPORT_FILE: the study names it too)
+from nasa_lens.vocab import ABLATION_FILE, CONDITION_LABELS_FILE, REPORT_FILE, InputFileNotFoundError  # noqa: F401  (the study's names)
 from nasa_lens.study.stages import StageOutput
 
 STAGE_ORDER: tuple[str, ...] = ("bias", "nas", "conditions", "ablation", "finetune", "after", "compare", "report")
@@ -25,7 +25,6 @@ class StudyNotFinishedError(InputFileNotFoundError):
     """A folder that is not a finished study (the message names what is missing)."""
 
 
-DELTA_METRICS = ("accuracy", "precision", "recall", "f1", "pr_gap", "yes_rate", "mean_logit_diff")
 
 
 def _version() -> str:
@@ -44,7 +43,6 @@ def _stage_name(kind: str, model: str | None) -> str:
     return kind if model is None else f"{kind}@{model}"
 
 
-ABLATION_FILE = "ablation.csv"
 CURVE_DIR = "curve"
 TRAINING_CURVE_COLUMNS = ("train_loss", "val_loss", "val_pr_gap", "val_yes_rate", "val_accuracy")
 
@@ -86,5 +84,5 @@ def _load_conditions(stage: StageOutput) -> dict[str, Any]:
     """The per-condition NAS scans a ``conditions`` stage wrote, by condition label."""
     from nasa_lens.nas import NASResult
 
-    labels = read_json(stage.path / "conditions" / "labels.json")
+    labels = read_json(stage.path / "conditions" / CONDITION_LABELS_FILE)
     return {label: NASResult.load(stage.path / "conditions" / f"{i:02d}") for i, label in enumerate(labels)}

@@ -9,7 +9,7 @@ import pandas as pd
 from nasa_lens.config import StudyConfig
 from nasa_lens.study.stages import StageContext, safe_name
 
-from nasa_lens.vocab import COMPARISON_FILE, HISTORY_FILE
+from nasa_lens.vocab import COMPARISON_FILE, CORRELATIONS_FILE, HISTORY_FILE
 from nasa_lens.study.common import (
     CURVE_DIR,
     STAGE_ORDER,
@@ -62,7 +62,7 @@ def build_report(cfg: StudyConfig, ctx: StageContext) -> dict[str, Any]:
             conds = _load_conditions(stages["conditions"])
             figs["conditions_heatmaps"] = save(plots.heatmap_grid(conds, title=f"Mean NAS of {m} by condition (shared scale)"),
                                                f"conditions_heatmaps_{sm}")
-            corr = pd.read_csv(stages["conditions"].path / "correlations.csv")
+            corr = pd.read_csv(stages["conditions"].path / CORRELATIONS_FILE)
             frames["conditions"].append(tagged(corr, m))
             figs["condition_agreement"] = save(plots_study.condition_agreement(corr, title=f"{m}: agreement of the NAS ranking across conditions"),
                                                f"condition_agreement_{sm}")

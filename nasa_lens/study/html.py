@@ -25,14 +25,14 @@ from typing import TYPE_CHECKING
 
 from nasa_lens.io import write_text
 from nasa_lens.study.common import REPORT_HTML_FILE, StudyNotFinishedError
-from nasa_lens.vocab import PLOTLYJS_MODES, NasaLensError
+from nasa_lens.vocab import PLOTLYJS_FILE, PLOTLYJS_MODES, NasaLensError
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.study.result import StudyResult
 
 __all__ = ["REPORT_HTML_FILE", "PLOTLYJS_MODES", "markdown_to_html", "report_html", "write_report_html"]
 
-_BUNDLE = "plotly.min.js"
+_BUNDLE = PLOTLYJS_FILE
 
 
 # ------------------------------------------------------------------------------------------- markdown

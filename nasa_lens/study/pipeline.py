@@ -40,6 +40,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from nasa_lens.config import StudyConfig
+from nasa_lens.vocab import PLOTLYJS_FILE
 from nasa_lens.io import atomic_path, check_out_dir, file_lock, read_json, remove_stale_temporaries, write_json, write_text
 from nasa_lens.study.result import StudyResult
 from nasa_lens.study.stages import DONE_FILE, StageOutput, StageStore
@@ -299,7 +300,7 @@ def _publish(cfg: StudyConfig, out: Path, figs: Path, done: dict[str, StageOutpu
         _copy(csv, out / csv.name)
     written = []
     for fig in sorted((report / "figures").glob("*")):
-        if fig.suffix in (".html", ".png") or fig.name == "plotly.min.js":  # the HTML figures share that bundle
+        if fig.suffix in (".html", ".png") or fig.name == PLOTLYJS_FILE:  # the HTML figures share that bundle
             written.append(_copy(fig, figs / fig.name))
     return written
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasa_lens.study.common import _fmt
+from nasa_lens.vocab import SUMMARY_METRICS
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.study.result import StudyResult
@@ -279,7 +280,7 @@ def after_section(result: StudyResult) -> Section:
         L += ["| model | dataset | metric | before | after | change [95% CI] |", "|---|---|---|---|---|---|"]
         before = r["bias"]["datasets"]
         for ds, v in af["datasets"].items():
-            for k in ("accuracy", "recall", "precision", "pr_gap", "yes_rate"):
+            for k in SUMMARY_METRICS:
                 dd = v["delta"][k]
                 L.append(f"| {m} | {ds} | {k} | {_fmt(before[ds].get(k))} | {_fmt(v['after'].get(k))} | "
                          f"{_fmt(dd['delta'], '+.3f')} [{_fmt(dd['ci'][0], '+.3f')}, {_fmt(dd['ci'][1], '+.3f')}] |")

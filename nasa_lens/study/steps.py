@@ -16,8 +16,15 @@ from nasa_lens.config import StudyConfig
 from nasa_lens.io import atomic_path, write_json
 from nasa_lens.study.stages import StageContext, safe_name
 
-from nasa_lens.vocab import COMPARISON_PARTIAL_FILE, HISTORY_FILE
-from nasa_lens.study.common import ABLATION_FILE, CURVE_DIR, DELTA_METRICS, _load_nas, _stage_name, _write_csv
+from nasa_lens.vocab import (
+    COMPARISON_PARTIAL_FILE,
+    CONDITION_LABELS_FILE,
+    CORRELATIONS_FILE,
+    HISTORY_FILE,
+    SUMMARY_METRICS,
+    VECTOR_METRICS,
+)
+from nasa_lens.study.common import ABLATION_FILE, CURVE_DIR, _load_nas, _stage_name, _write_csv
 
 logger = logging.getLogger("nasa_lens.study")
 
@@ -158,8 +165,8 @@ def stage_conditions(env: StudyEnv, model_name: str, ctx: StageContext) -> dict[
     corr = condition_correlations(results, k=k)
     for i, (label, res) in enumerate(results.items()):
         res.save(ctx.work / "conditions" / f"{i:02d}")
-    write_json(ctx.work / "conditions" / "labels.json", list(results))
-    with atomic_path(ctx.work / "correlations.csv") as tmp:
+    write_json(ctx.work / "conditions" / CONDITION_LABELS_FILE, list(results))
+    with atomic_path(ctx.work / CORRELATIONS_FILE) as tmp:
         corr.to_csv(tmp, index=False)
     vs_main = corr[corr["a"] == main_label]
     return {
@@ -285,7 +292,7 @@ def stage_finetune(env: StudyEnv, model_name: str, ctx: StageContext) -> dict[st
     _write_csv(ctx.work / HISTORY_FILE, wide)
 
     def val_metrics(r: Any) -> dict[str, Any] | None:
-        return None if r is None else {k: r.metrics[k] for k in ("accuracy", "recall", "precision", "pr_gap", "yes_rate")}
+        return None if r is None else {k: r.metrics[k] for k in SUMMARY_METRICS}
 
     train_loss = long[(long["split"] == "train") & (long["metric"] == "loss")]["value"].to_numpy()
     return {
@@ -332,7 +339,7 @@ def stage_after(env: StudyEnv, model_name: str, ctx: StageContext) -> dict[str, 
 
 
 def paired_deltas(before: Any, after: Any, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> dict[str, Any]:
-    """``after - before`` for each metric of :data:`DELTA_METRICS` with a paired percentile-bootstrap interval
+    """``after - before`` for each metric of :data:`VECTOR_METRICS` with a paired percentile-bootstrap interval
     (the same resampled examples for both), and an exact McNemar p-value on the per-example correctness."""
     from scipy import stats
 
@@ -344,18 +351,18 @@ def paired_deltas(before: Any, after: Any, *, n_boot: int = 1000, seed: int = 0,
     pb, pa = np.asarray(before.p_yes, float), np.asarray(after.p_yes, float)
     db, da = np.asarray(before.logit_diff, float), np.asarray(after.logit_diff, float)
     thr = float(before.threshold)
-    point = {k: after.metrics[k] - before.metrics[k] for k in DELTA_METRICS}
+    point = {k: after.metrics[k] - before.metrics[k] for k in VECTOR_METRICS}
     rng = np.random.default_rng(seed)
     n = len(y)
-    draws: dict[str, list[float]] = {k: [] for k in DELTA_METRICS}
+    draws: dict[str, list[float]] = {k: [] for k in VECTOR_METRICS}
     for _ in range(n_boot if n else 0):
         i = rng.integers(0, n, n)
         mb = bias_metrics(y[i], pb[i], thr, db[i])
         ma = bias_metrics(y[i], pa[i], thr, da[i])
-        for k in DELTA_METRICS:
+        for k in VECTOR_METRICS:
             draws[k].append(ma[k] - mb[k])
     out: dict[str, Any] = {}
-    for k in DELTA_METRICS:
+    for k in VECTOR_METRICS:
         v = np.asarray(draws[k], float)
         v = v[np.isfinite(v)]
         lo, hi = (float(np.quantile(v, alpha / 2)), float(np.quantile(v, 1 - alpha / 2))) if len(v) else (math.nan, math.nan)
