@@ -41,21 +41,21 @@ def child(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    from nasa_lens.adapters import HeadAdapter, _model_shape
+    from nasa_lens.adapters import HeadAdapter, model_shape
     from nasa_lens.datasets import load_dataset
     from nasa_lens.heads import parse_heads
     from nasa_lens.models import load_model
-    from nasa_lens.finetune.data import _BalancedBatches
+    from nasa_lens.finetune.data import BalancedBatches
     from nasa_lens.finetune.train import batch_loss
     from nasa_lens.prompts import build_batch
 
     model = load_model(args.model)
     examples = list(load_dataset(args.data, split="train", limit=4 * args.batch_size, seed=0))
-    rows = _BalancedBatches([e.label for e in examples], args.batch_size, seed=0).rows(0)
+    rows = BalancedBatches([e.label for e in examples], args.batch_size, seed=0).rows(0)
     batch = build_batch(model, [examples[i] for i in rows])
     heads = parse_heads(args.heads if args.model != "tiny-random" else "0.1,1.2", model.n_layers, model.n_heads)
     if args.mode == "nasa":
-        adapter = HeadAdapter(heads, shape=_model_shape(model), base_model=model.name)
+        adapter = HeadAdapter(heads, shape=model_shape(model), base_model=model.name)
         params = list(adapter.parameters())
         adapter.attach(model)
     else:

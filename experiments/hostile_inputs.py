@@ -59,7 +59,7 @@ def main_table(root: Path) -> None:
 
     write_jsonl(root / "small.jsonl", [Example(f"Is {i} even?", "yes" if i % 2 == 0 else "no", f"s{i}") for i in range(40) if not is_test(f"s{i}", 0.3)][:3])
 
-    from nasa_lens.adapters import HeadAdapter, _model_shape, save_adapter
+    from nasa_lens.adapters import HeadAdapter, model_shape, save_adapter
     from nasa_lens.models import load_model
 
     tiny = load_model("tiny-random")
@@ -67,7 +67,7 @@ def main_table(root: Path) -> None:
     for name, change in {"ints": {"heads": [0, 1]}, "list": {"shape": [2, 4, 2, 16, 64]},
                          "float": {"shape": {"n_layers": 2.5, "n_heads": 4, "n_kv_heads": 2, "d_head": 16, "d_model": 64}}}.items():
         folder = root / f"adapter-{name}"
-        save_adapter(folder, HeadAdapter([(0, 1)], shape=_model_shape(tiny), base_model=tiny.name), tiny)
+        save_adapter(folder, HeadAdapter([(0, 1)], shape=model_shape(tiny), base_model=tiny.name), tiny)
         meta = json.loads((folder / "adapter.json").read_text())
         meta.update(change)
         (folder / "adapter.json").write_text(json.dumps(meta))

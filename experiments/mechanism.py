@@ -144,9 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     from nasa_lens import causal
     from nasa_lens.datasets import load_dataset
     from nasa_lens.copying import ov_copying
-    from nasa_lens.dla import DLAResult, _component_order, dla_for_batch
+    from nasa_lens.dla import DLAResult, component_order, dla_for_batch
     from nasa_lens.models import load_model
-    from nasa_lens.nas import NASResult, _stack_layers, nas_hooks
+    from nasa_lens.nas import NASResult, stack_layers, nas_hooks
     from nasa_lens.prompts import iter_batches
 
     out = Path(args.out)
@@ -170,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
             h_after, s_after = nas_hooks(batch, positions="after")
             h_last, s_last = nas_hooks(batch, positions="last")
             hd, c, d = dla_for_batch(model, batch, hooks=[*h_after, *h_last])
-            nas["after"][idx] = _stack_layers(s_after, range(L)).double().numpy()
-            nas["last"][idx] = _stack_layers(s_last, range(L)).double().numpy()
+            nas["after"][idx] = stack_layers(s_after, range(L)).double().numpy()
+            nas["last"][idx] = stack_layers(s_last, range(L)).double().numpy()
             heads[idx], diff[idx], labels[idx] = hd.numpy(), d.numpy(), batch.labels.numpy()
             for k, v in c.items():
                 comps.setdefault(k, np.zeros(n))[idx] = v.numpy()
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         for p in ("after", "last"):
             NASResult(nas[p], ids, labels, positions=p, model=model.name, dataset=args.data,
                       kv_group=np.array([model.kv_group(h) for h in range(H)])).save(scores_dir / f"nas_{p}")
-        names = _component_order(model, list(comps))
+        names = component_order(model, list(comps))
         DLAResult(heads, np.column_stack([comps[c] for c in names]), names, diff, ids, labels, model=model.name,
                   dataset=args.data, kv_group=np.array([model.kv_group(h) for h in range(H)])).save(scores_dir / "dla")
         log.info("scores: NAS+DLA %.0f s", time.perf_counter() - t0)

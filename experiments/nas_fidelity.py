@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from nasa_lens.datasets import load_dataset
     from nasa_lens.heads import format_head, ranked_heads
     from nasa_lens.models import load_model
-    from nasa_lens.nas import NAS_EPS, _stack_layers, nas_hooks
+    from nasa_lens.nas import NAS_EPS, stack_layers, nas_hooks
     from nasa_lens.prompts import iter_batches
 
     model = load_model(args.model)
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             h_new, s_new = nas_hooks(batch, layers=layers, eps=NAS_EPS)
             with torch.no_grad():
                 model.bridge.run_with_hooks(batch.input_ids, fwd_hooks=[*h_old, *h_new], **batch.forward_kwargs())
-            old[idx] = _stack_layers(s_old, layers).double().numpy()
-            new[idx] = _stack_layers(s_new, layers).double().numpy()
+            old[idx] = stack_layers(s_old, layers).double().numpy()
+            new[idx] = stack_layers(s_new, layers).double().numpy()
         m_old, m_new = old.mean(0), new.mean(0)
         top_old = ranked_heads(m_old)[: args.top]
         top_new = ranked_heads(m_new)[: args.top]

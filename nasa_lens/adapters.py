@@ -85,7 +85,7 @@ class AdapterError(NasaLensError, ValueError):
     """An adapter cannot be built, loaded or applied; the message names the file (if any) and the problem."""
 
 
-def _model_shape(model: LoadedModel) -> dict[str, int]:
+def model_shape(model: LoadedModel) -> dict[str, int]:
     d_model = int(model.bridge.cfg.d_model)
     return {
         "n_layers": int(model.n_layers),
@@ -258,7 +258,7 @@ class HeadAdapter(nn.Module):
     # ------------------------------------------------------------------ applying
 
     def _check_model(self, model: LoadedModel) -> None:
-        got = _model_shape(model)
+        got = model_shape(model)
         if got != self.shape:
             raise AdapterError(f"adapter shape {self.shape} does not match model {model.name!r} {got}")
         cfg = model.bridge.cfg
@@ -548,7 +548,7 @@ def load_adapter(
             f"adapter {meta_file} was trained on base model {meta['base_model']!r}, not on {model.name!r}; "
             "load it onto the model it was trained on"
         )
-    shape = _model_shape(model)
+    shape = model_shape(model)
     try:
         heads = [parse_head(h, shape["n_layers"], shape["n_heads"]) for h in meta["heads"]]
         groups = [parse_head(g, shape["n_layers"], shape["n_kv_heads"]) for g in meta["key_groups"]]

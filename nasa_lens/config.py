@@ -40,14 +40,15 @@ else:  # pragma: no cover
 
 __all__ = [
     "ConfigError",
-    "DataConfig",
-    "BiasConfig",
-    "NASSection",
-    "ConditionsConfig",
-    "AblationConfig",
-    "FinetuneConfig",
-    "CompareSection",
-    "ReportConfig",
+    "StudyDataConfig",
+    "StudyBiasConfig",
+    "StudyNASConfig",
+    "StudyConditionsConfig",
+    "StudyAblationConfig",
+    "StudyFinetuneConfig",
+    "StudyCompareConfig",
+    "StudyReportConfig",
+    "StudyHTMLReportConfig",
     "StudyConfig",
     "QUICK",
     "FORMATS",
@@ -80,7 +81,7 @@ def _known(value: str, allowed: tuple[str, ...], key: str) -> None:
 
 
 @dataclass
-class DataConfig:
+class StudyDataConfig:
     """Which examples every stage sees.
 
     Attributes:
@@ -125,7 +126,7 @@ class DataConfig:
 
 
 @dataclass
-class BiasConfig:
+class StudyBiasConfig:
     """The bias report (before and after the fine-tune): metrics with bootstrap intervals.
 
     Attributes:
@@ -145,7 +146,7 @@ class BiasConfig:
 
 
 @dataclass
-class NASSection:
+class StudyNASConfig:
     """The NAS scan on the train split.
 
     Attributes:
@@ -165,7 +166,7 @@ class NASSection:
 
 
 @dataclass
-class ConditionsConfig:
+class StudyConditionsConfig:
     """Instruction-agnostic checks: the NAS ranking under other prompt formats (and other datasets).
 
     Attributes:
@@ -190,7 +191,7 @@ class ConditionsConfig:
 
 
 @dataclass
-class AblationConfig:
+class StudyAblationConfig:
     """Ablate the top-k NAS heads against controls (random heads, the bottom-k heads) on the test split.
 
     Attributes:
@@ -225,7 +226,7 @@ class AblationConfig:
 
 
 @dataclass
-class FinetuneConfig:
+class StudyFinetuneConfig:
     """The NASA fine-tune of the flagged heads (on the train split), then the after-report.
 
     Attributes:
@@ -250,7 +251,7 @@ class FinetuneConfig:
 
 
 @dataclass
-class CompareSection:
+class StudyCompareConfig:
     """De-biasing fixes side by side (:func:`nasa_lens.debias.compare_fixes`, as ``nasa-lens compare``): each
     fitted on the train sample of ``data.dataset`` (heads and settings chosen there only), applied, and evaluated
     on the test split of the main and generalisation datasets. Off by default (it adds the fixes' fit time).
@@ -281,7 +282,7 @@ class CompareSection:
 
 
 @dataclass
-class ReportConfig:
+class StudyReportConfig:
     """The report stage.
 
     Attributes:
@@ -297,7 +298,7 @@ class ReportConfig:
 
 
 @dataclass
-class HTMLReportConfig:
+class StudyHTMLReportConfig:
     """``nasa-lens report DIR``: how ``report.html`` is (re)built from a finished study (not a study section:
     it changes no stage).
 
@@ -332,14 +333,14 @@ class StudyConfig:
     seed: int = 0
     batch_size: int = 16
     device: str | None = None
-    data: DataConfig = field(default_factory=DataConfig)
-    bias: BiasConfig = field(default_factory=BiasConfig)
-    nas: NASSection = field(default_factory=NASSection)
-    conditions: ConditionsConfig = field(default_factory=ConditionsConfig)
-    ablation: AblationConfig = field(default_factory=AblationConfig)
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
-    compare: CompareSection = field(default_factory=CompareSection)
-    report: ReportConfig = field(default_factory=ReportConfig)
+    data: StudyDataConfig = field(default_factory=StudyDataConfig)
+    bias: StudyBiasConfig = field(default_factory=StudyBiasConfig)
+    nas: StudyNASConfig = field(default_factory=StudyNASConfig)
+    conditions: StudyConditionsConfig = field(default_factory=StudyConditionsConfig)
+    ablation: StudyAblationConfig = field(default_factory=StudyAblationConfig)
+    finetune: StudyFinetuneConfig = field(default_factory=StudyFinetuneConfig)
+    compare: StudyCompareConfig = field(default_factory=StudyCompareConfig)
+    report: StudyReportConfig = field(default_factory=StudyReportConfig)
 
     def __post_init__(self) -> None:
         _check(len(self.models) >= 1, "models", "must list at least one model")
@@ -582,3 +583,23 @@ def _to_toml(d: dict[str, Any]) -> str:
             lines += ["", f"[{k}]"]
             lines += [f"{_toml_key(kk)} = {_toml_value(vv)}" for kk, vv in v.items() if vv is not None]
     return "\n".join(lines) + "\n"
+
+
+_OLD_NAMES = {
+    "DataConfig": "StudyDataConfig", "BiasConfig": "StudyBiasConfig", "NASSection": "StudyNASConfig",
+    "ConditionsConfig": "StudyConditionsConfig", "AblationConfig": "StudyAblationConfig",
+    "FinetuneConfig": "StudyFinetuneConfig", "CompareSection": "StudyCompareConfig", "ReportConfig": "StudyReportConfig",
+    "HTMLReportConfig": "StudyHTMLReportConfig",
+}
+"""The section classes' names before every config took the ``*Config`` suffix and the study's sections the
+``Study`` prefix (``AblationConfig`` was also the name of :class:`nasa_lens.causal.config.AblationConfig`)."""
+
+
+def __getattr__(name: str) -> Any:
+    if name in _OLD_NAMES:
+        import warnings
+
+        new = _OLD_NAMES[name]
+        warnings.warn(f"nasa_lens.config.{name} is deprecated; use nasa_lens.config.{new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module 'nasa_lens.config' has no attribute {name!r}")

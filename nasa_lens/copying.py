@@ -17,7 +17,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from nasa_lens.dla import DLAError, _bridge, _check_architecture, _is_layernorm, _norm_weight, _o_weight, _orig, dla_direction
+from nasa_lens.dla import DLAError, check_architecture, is_layernorm, norm_weight, o_weight, original_module, dla_direction
+from nasa_lens.interventions import bridge_of
 from nasa_lens.io import atomic_path, read_json, write_json
 from nasa_lens.prompts import PromptFormat, build_batch
 from nasa_lens.vocab import COPYING_FILE
@@ -75,13 +76,13 @@ class CopyingResult:
 def _rms_norm_apply(x: Tensor, norm_module: Any, cfg: Any) -> Tensor:
     """A norm applied to a bare vector (no data-dependent shift beyond the vector itself), float64."""
     x = x.double()
-    if _is_layernorm(cfg):
+    if is_layernorm(cfg):
         x = x - x.mean(-1, keepdim=True)
     x = x / torch.sqrt((x * x).mean(-1, keepdim=True) + float(getattr(cfg, "eps", 1e-5)))
-    gamma = _norm_weight(norm_module, cfg)
+    gamma = norm_weight(norm_module, cfg)
     if gamma is not None:
         x = x * gamma.to(x.device)
-    beta = getattr(_orig(norm_module), "bias", None)
+    beta = getattr(original_module(norm_module), "bias", None)
     if beta is not None:
         x = x + beta.detach().double().to(x.device)
     return x
@@ -104,28 +105,28 @@ def ov_copying(model: LoadedModel, fmt: PromptFormat | None = None) -> CopyingRe
     with separate ``v``/``o`` projections, in milliseconds.
     """
     fmt = fmt or PromptFormat()
-    cfg = _check_architecture(model)
-    bridge = _bridge(model)
+    cfg = check_architecture(model)
+    bridge = bridge_of(model)
     probe = build_batch(model, ["Is it?"], fmt)
     tok_yes = int(probe.input_ids[0, probe.pos_yes[0]])
     tok_no = int(probe.input_ids[0, probe.pos_no[0]])
     u, _ = dla_direction(model, probe)  # gamma_f * (W_U[yes] - W_U[no]) = -d
     d = -u
-    w_e = _orig(bridge.embed).weight.detach()
+    w_e = original_module(bridge.embed).weight.detach()
     e = torch.stack([w_e[tok_yes], w_e[tok_no]]).double()  # [2, d_model]
     L, H, group = int(model.n_layers), int(model.n_heads), int(model.n_heads) // int(model.n_kv_heads)
     copy = np.zeros((2, L, H))
     for layer in range(L):
         block = bridge.blocks[layer]
         x = _rms_norm_apply(e, block.ln1, cfg)
-        v_lin = _orig(block.attn.v)
+        v_lin = original_module(block.attn.v)
         if not isinstance(v_lin, torch.nn.Linear):
             raise DLAError(f"blocks.{layer}.attn.v of {getattr(model, 'name', '')!r} is not a linear projection")
         v = x @ v_lin.weight.detach().double().T.to(x.device)
         if v_lin.bias is not None:
             v = v + v_lin.bias.detach().double()
         v = einops.repeat(v.reshape(2, int(model.n_kv_heads), -1), "c kv dh -> c (kv g) dh", g=group)
-        w_o, _ = _o_weight(model, layer)
+        w_o, _ = o_weight(model, layer)
         out = torch.einsum("chd,hdm->chm", v, w_o.to(v.device))  # [2, head, d_model]
         proj = out @ d.to(out.device)  # [2, head]
         copy[0, layer] = -proj[0].cpu().numpy()  # Yes read, pushed towards Yes = -d

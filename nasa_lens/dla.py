@@ -47,6 +47,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from nasa_lens.heads import Head, format_head, ranked_heads
+from nasa_lens.interventions import bridge_of
 from nasa_lens.io import atomic_path, read_json, write_json
 from nasa_lens.parallel import over_examples
 from nasa_lens.prompts import PromptBatch, PromptFormat, by_batch_plan, iter_batches
@@ -90,16 +91,12 @@ class DLAError(NasaLensError, ValueError):
 # ============================================================================================ weights
 
 
-def _bridge(model: Any) -> Any:
-    return model.bridge if hasattr(model, "bridge") else model
-
-
-def _orig(module: Any) -> Any:
+def original_module(module: Any) -> Any:
     return getattr(module, "original_component", module)
 
 
-def _check_architecture(model: Any) -> Any:
-    cfg = _bridge(model).cfg
+def check_architecture(model: Any) -> Any:
+    cfg = bridge_of(model).cfg
     norm = str(getattr(cfg, "normalization_type", "RMS"))
     if norm not in ("RMS", "RMSPre", "LN", "LNPre"):
         raise DLAError(f"DLA needs an RMS or Layer norm before the unembedding; {cfg.model_name!r} has {norm!r}")
@@ -115,15 +112,15 @@ def _check_architecture(model: Any) -> Any:
     return cfg
 
 
-def _norm_weight(norm_module: Any, cfg: Any) -> Tensor | None:
-    w = getattr(_orig(norm_module), "weight", None)
+def norm_weight(norm_module: Any, cfg: Any) -> Tensor | None:
+    w = getattr(original_module(norm_module), "weight", None)
     if w is None:
         return None
     w = w.detach().double()
     return w + 1.0 if getattr(cfg, "rmsnorm_uses_offset", False) else w
 
 
-def _is_layernorm(cfg: Any) -> bool:
+def is_layernorm(cfg: Any) -> bool:
     return str(getattr(cfg, "normalization_type", "RMS")).startswith("LN")
 
 
@@ -137,20 +134,20 @@ def dla_direction(model: Any, answer_ids: PromptBatch | tuple[int, int]) -> tupl
     """``(u, constant)``: the residual direction whose dot product, divided by the final-norm scale, is a
     component's share of ``logit(yes) - logit(no)``, and the constant the final norm's and unembedding's
     biases add (float64). ``u = gamma_final * (W_U[yes] - W_U[no])``, centred for a LayerNorm."""
-    cfg = _check_architecture(model)
-    bridge = _bridge(model)
+    cfg = check_architecture(model)
+    bridge = bridge_of(model)
     yes, no = _answer_ids(answer_ids)
-    unembed = _orig(bridge.unembed)
+    unembed = original_module(bridge.unembed)
     w_u = unembed.weight.detach()
     if w_u.shape[0] != cfg.d_vocab_out and w_u.shape[-1] == cfg.d_vocab_out:  # stored [d_model, vocab]
         w_u = w_u.T
     d = (w_u[yes] - w_u[no]).double()
-    gamma = _norm_weight(bridge.ln_final, cfg)
+    gamma = norm_weight(bridge.ln_final, cfg)
     u = d * gamma if gamma is not None else d.clone()
-    if _is_layernorm(cfg):
+    if is_layernorm(cfg):
         u = u - u.mean()
     const = 0.0
-    beta = getattr(_orig(bridge.ln_final), "bias", None)
+    beta = getattr(original_module(bridge.ln_final), "bias", None)
     if beta is not None:
         const += float(beta.detach().double() @ d)
     b_u = getattr(unembed, "bias", None)
@@ -159,9 +156,9 @@ def dla_direction(model: Any, answer_ids: PromptBatch | tuple[int, int]) -> tupl
     return u, const
 
 
-def _o_weight(model: Any, layer: int) -> tuple[Float[Tensor, "head d_head d_model"], Tensor | None]:
+def o_weight(model: Any, layer: int) -> tuple[Float[Tensor, "head d_head d_model"], Tensor | None]:
     """``W_O`` split per query head, ``[head, d_head, d_model]`` (float64), and the o_proj bias."""
-    o = _orig(_bridge(model).blocks[layer].attn.o)
+    o = original_module(bridge_of(model).blocks[layer].attn.o)
     n_heads, d_head = int(model.n_heads), int(model.d_head)
     w = o.weight.detach().double()  # nn.Linear: [d_model, head * d_head]
     w_o = einops.rearrange(w, "d_model (head d_head) -> head d_head d_model", head=n_heads, d_head=d_head)
@@ -204,8 +201,8 @@ def dla_hooks(model: LoadedModel, batch: PromptBatch) -> tuple[list[DLAHook], _S
     candidate entries), ``hook_z`` (the answer row), ``blocks.{l}.hook_mlp_out`` and
     ``blocks.0.hook_resid_pre`` (answer row) and ``ln_final.hook_scale``; none modifies its activation.
     """
-    cfg = _check_architecture(model)
-    bridge = _bridge(model)
+    cfg = check_architecture(model)
+    bridge = bridge_of(model)
     u, const = dla_direction(model, batch)
     n_layers, n_heads = int(model.n_layers), int(model.n_heads)
     group = n_heads // int(model.n_kv_heads)
@@ -218,7 +215,7 @@ def dla_hooks(model: LoadedModel, batch: PromptBatch) -> tuple[list[DLAHook], _S
     ou: dict[int, Tensor] = {}
     o_bias: dict[int, Tensor | None] = {}
     for layer in range(n_layers):
-        w_o, o_bias[layer] = _o_weight(model, layer)
+        w_o, o_bias[layer] = o_weight(model, layer)
         ou[layer] = torch.einsum("hdm,m->hd", w_o, u.to(w_o.device))  # [head, d_head]
 
     def at_answer(x: Tensor) -> Tensor:
@@ -292,7 +289,7 @@ def dla_for_batch(
     ``[example]``; ``logit_diff`` is the model's own ``logit(yes) - logit(no)`` at the answer position.
     ``hooks``: extra forward hooks for the same run (an intervention), installed before the DLA hooks.
     """
-    bridge = _bridge(model)
+    bridge = bridge_of(model)
     dla, store = dla_hooks(model, batch)
     last_only = bool((batch.pos_answer == batch.seq_len - 1).all()) and "ln_final.hook_out" in bridge.hook_dict
     extra = [("ln_final.hook_out", lambda x, hook=None: x[:, -1:])] if last_only else []
@@ -490,7 +487,7 @@ class DLAResult:
 # ============================================================================================ the scan
 
 
-def _component_order(model: LoadedModel, names: Sequence[str]) -> list[str]:
+def component_order(model: LoadedModel, names: Sequence[str]) -> list[str]:
     order = ["embed"]
     for layer in range(int(model.n_layers)):
         order += [f"attn_bias{layer}", f"mlp{layer}"]
@@ -513,7 +510,7 @@ def _dla_rows(
     """Per example: the heads' split ``[example, layer, head, 3]``, the logit difference, the label, each
     component's DLA and (with ``nas_positions``, else NaN) the NAS of every head. Data-parallel in a process
     group (ranks take whole batches; :func:`nasa_lens.parallel.over_examples`)."""
-    from nasa_lens.nas import _stack_layers, nas_hooks
+    from nasa_lens.nas import stack_layers, nas_hooks
 
     n, L, H = len(examples), int(model.n_layers), int(model.n_heads)
     heads = np.full((n, L, H, 3), np.nan)
@@ -527,7 +524,7 @@ def _dla_rows(
         extra, store = nas_hooks(batch, positions=nas_positions) if nas_positions else ([], {})
         h, c, d = dla_for_batch(model, batch, hooks=[*hooks, *extra])
         if nas_positions:
-            nas[idx] = _stack_layers(store, range(L)).cpu().double().numpy()
+            nas[idx] = stack_layers(store, range(L)).cpu().double().numpy()
         heads[idx] = h.cpu().numpy()
         diff[idx] = d.cpu().numpy()
         labels[idx] = batch.labels.cpu().numpy()
@@ -558,13 +555,13 @@ def scan_dla(
     examples = list(dataset)
     if not examples:
         raise DLAError("cannot compute DLA on an empty dataset")
-    _check_architecture(model)
+    check_architecture(model)
     n, L, H = len(examples), int(model.n_layers), int(model.n_heads)
     heads, diff, labels, comps, nas = _dla_rows(
         model, examples, fmt, batch_size=batch_size, progress=progress, hooks=hooks, nas_positions=nas_positions
     )
     nas = nas if nas_positions else None
-    names = _component_order(model, list(comps))
+    names = component_order(model, list(comps))
     return DLAResult(
         heads=heads,
         components=np.column_stack([comps[c] for c in names]) if names else np.zeros((n, 0)),

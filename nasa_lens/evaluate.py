@@ -91,7 +91,7 @@ def predict(
 # ------------------------------------------------------------------------------------------------ metrics
 
 
-def _auroc(y: np.ndarray, score: np.ndarray) -> float:
+def auroc(y: np.ndarray, score: np.ndarray) -> float:
     """Mann-Whitney AUROC with ties counted half; NaN when one class is absent."""
     pos, neg = score[y == 1], score[y == 0]
     if len(pos) == 0 or len(neg) == 0:
@@ -150,7 +150,7 @@ def bias_metrics(labels: Sequence[int] | np.ndarray, p_yes: Sequence[float] | np
         "pr_gap": precision - recall if not (math.isnan(precision) or math.isnan(recall)) else float("nan"),
         "yes_rate": float(pred.mean()) if len(y) else float("nan"),
         "ece": _ece(y, p),
-        "auroc": _auroc(y, p),
+        "auroc": auroc(y, p),
         "mean_logit_diff": float(np.mean(logit_diff)) if logit_diff is not None and len(logit_diff) else float("nan"),
     }
 

@@ -271,7 +271,7 @@ def _layer_of(hook: Any) -> int:
     return int(match.group(1))
 
 
-def _stack_layers(scores: dict[int, Tensor], layers: Sequence[int]) -> Float[Tensor, "example layer head"]:
+def stack_layers(scores: dict[int, Tensor], layers: Sequence[int]) -> Float[Tensor, "example layer head"]:
     missing = [layer for layer in layers if layer not in scores]
     if missing:
         raise RuntimeError(f"the NAS hooks did not fire for layers {missing}: does the model expose {pattern_hook_name(missing[0])}?")
@@ -299,7 +299,7 @@ def _forward_nas(
     hooks, store = nas_hooks(batch, layers=layers, positions=positions)
     with torch.no_grad():
         pair = answer_logits(model, batch, [*extra, *hooks])
-    return _stack_layers(store, layers), pair
+    return stack_layers(store, layers), pair
 
 
 def nas_for_batch(
@@ -320,7 +320,7 @@ def nas_for_batch(
     nas, store = nas_hooks(batch, layers=layers, positions=positions)
     with torch.no_grad():
         bridge_of(model).run_with_hooks(batch.input_ids, fwd_hooks=[*hooks, *nas], **batch.forward_kwargs())
-    return _stack_layers(store, layers)
+    return stack_layers(store, layers)
 
 
 

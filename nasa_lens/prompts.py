@@ -108,6 +108,13 @@ class PromptFormat:
         return replace(self, positive=positive, negative=negative)
 
     @classmethod
+    def of(cls, fmt: PromptFormat | str | None) -> PromptFormat:
+        """``fmt`` as a format: None -> the default, a preset name -> :meth:`named`, a format unchanged."""
+        if fmt is None:
+            return cls()
+        return cls.named(fmt) if isinstance(fmt, str) else fmt
+
+    @classmethod
     def named(cls, name: str) -> PromptFormat:
         """Presets: ``"yes-no"`` (default), ``"no-yes"``, ``"true-false"``, ``"false-true"``."""
         yes_no, true_false = cls(), cls(positive="True", negative="False")

@@ -268,3 +268,53 @@ def test_the_prompt_format_check_is_written_once():
     pattern = re.compile(r"\bnot in FORMATS\b|\bin FORMATS\b")
     users = [m for m, p in _modules().items() if m != "nasa_lens.vocab" and pattern.search(p.read_text(encoding="utf-8"))]
     assert users == []
+
+
+CONFIG_MODULES = ("nasa_lens.config", "nasa_lens.causal.config", "nasa_lens.finetune.config", "nasa_lens.jobs.common",
+                  "nasa_lens.jobs.scan", "nasa_lens.jobs.evaluate", "nasa_lens.jobs.causal", "nasa_lens.jobs.dla",
+                  "nasa_lens.jobs.finetune", "nasa_lens.jobs.compare")
+
+
+def _config_classes() -> list[type]:
+    import dataclasses
+    import importlib
+    import inspect
+
+    out = []
+    for name in CONFIG_MODULES:
+        module = importlib.import_module(name)
+        out += [c for c in vars(module).values() if inspect.isclass(c) and dataclasses.is_dataclass(c) and c.__module__ == name]
+    return out
+
+
+def test_every_config_is_named_config_and_its_field_help_is_written_once():
+    """One suffix (``*Config``), one public class per name, and each field's help in one place: its
+    ``metadata["help"]`` or its entry in the class docstring's ``Attributes:``, never both."""
+    import dataclasses
+
+    from nasa_lens.commands.flags import docstring_help
+
+    classes = _config_classes()
+    assert [c.__name__ for c in classes if not c.__name__.endswith("Config")] == []
+    twice = {c.__qualname__: [f.name for f in dataclasses.fields(c) if "help" in f.metadata and f.name in docstring_help(c)]
+             for c in classes}
+    assert {k: v for k, v in twice.items() if v} == {}
+
+
+def test_no_public_class_name_is_defined_twice():
+    where: dict[str, list[str]] = {}
+    for module, path in _modules().items():
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+                where.setdefault(node.name, []).append(module)
+    assert {n: m for n, m in where.items() if len(m) > 1} == {}
+
+
+def test_no_module_imports_an_underscore_name_of_another():
+    """A helper another module needs is public (or moves there); ``_name`` stays inside its module."""
+    found = []
+    for module, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nasa_lens") and not node.level:
+                found += [f"{module}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == []

@@ -248,7 +248,7 @@ def test_compare_base_rows_equal_nasa_lens_eval(compare_out, tmp_path):
 
 
 def test_compare_warns_when_a_test_set_is_a_training_set():
-    from nasa_lens.jobs.debias import CompareConfig, load_compare_data
+    from nasa_lens.jobs.compare import CompareConfig, load_compare_data
 
     cfg = CompareConfig(train="arithmetic", test="arithmetic,lookup:d1", limit=8, train_limit=8)
     with pytest.warns(UserWarning, match="also a training set: evaluated on its test split"):

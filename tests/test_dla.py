@@ -257,7 +257,7 @@ def test_cli_dla_writes_the_tables_and_figures(tmp_path, capsys):
 
 def test_cli_dla_limit_zero_is_an_error(tmp_path, capsys):
     from nasa_lens.cli import main
-    from nasa_lens.jobs.common import DataSpec
+    from nasa_lens.jobs.common import DataConfig
     from nasa_lens.jobs.dla import DLAConfig, PathsConfig
     from nasa_lens.vocab import NasaLensError
 
@@ -265,7 +265,7 @@ def test_cli_dla_limit_zero_is_an_error(tmp_path, capsys):
     assert "limit must be > 0" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
     with pytest.raises(NasaLensError, match="limit must be > 0"):
-        DataSpec(data="arithmetic", limit=0)
+        DataConfig(data="arithmetic", limit=0)
     with pytest.raises(NasaLensError, match="format must be one of"):
         DLAConfig(format="maybe")
     with pytest.raises(NasaLensError, match="via must list"):

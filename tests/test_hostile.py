@@ -11,7 +11,7 @@ import stat
 import pytest
 import torch
 
-from nasa_lens.adapters import ADAPTER_FILE, ADAPTER_META_FILE, AdapterError, HeadAdapter, _model_shape, load_adapter, save_adapter
+from nasa_lens.adapters import ADAPTER_FILE, ADAPTER_META_FILE, AdapterError, HeadAdapter, model_shape, load_adapter, save_adapter
 from nasa_lens.datasets import DatasetError, Example, load_dataset, read_jsonl, write_jsonl
 from nasa_lens.models import ModelLoadError, load_model
 from nasa_lens.prompts import PromptError, PromptFormat, build_batch, iter_batches
@@ -225,7 +225,7 @@ def test_lone_surrogate_in_a_plain_prompt_names_the_example(tiny):
 
 @pytest.fixture()
 def adapter_dir(tiny, tmp_path):
-    adapter = HeadAdapter([(0, 1)], [(0, 0)], shape=_model_shape(tiny), base_model=tiny.name)
+    adapter = HeadAdapter([(0, 1)], [(0, 0)], shape=model_shape(tiny), base_model=tiny.name)
     save_adapter(tmp_path, adapter, tiny)
     return tmp_path
 

@@ -120,10 +120,10 @@ def test_lone_surrogate_is_input_error(tmp_path, capsys, no_model):
 
 
 def test_malformed_adapter_json_is_input_error(data, tiny, tmp_path, capsys):
-    from nasa_lens.adapters import HeadAdapter, _model_shape, save_adapter
+    from nasa_lens.adapters import HeadAdapter, model_shape, save_adapter
 
     folder = tmp_path / "adapter"
-    save_adapter(folder, HeadAdapter([(0, 1)], shape=_model_shape(tiny), base_model=tiny.name), tiny)
+    save_adapter(folder, HeadAdapter([(0, 1)], shape=model_shape(tiny), base_model=tiny.name), tiny)
     meta = json.loads((folder / "adapter.json").read_text())
     meta["heads"] = [0, 1]
     (folder / "adapter.json").write_text(json.dumps(meta))

@@ -21,7 +21,7 @@ from nasa_lens.ability import NEUTRAL_TEXT, arithmetic_accuracy, arithmetic_item
 from nasa_lens.debias import ComparisonResult, compare_methods, fit_threshold
 from nasa_lens.finetune import (
     NASAConfig,
-    _BalancedBatches,
+    BalancedBatches,
     batch_loss,
     holdout_split,
     hooks_remaining,
@@ -247,9 +247,9 @@ def test_adapter_refuses_corrupt_files(model, saved):
 
 
 def test_adapter_construction_errors(model):
-    from nasa_lens.adapters import _model_shape
+    from nasa_lens.adapters import model_shape
 
-    shape = _model_shape(model)
+    shape = model_shape(model)
     with pytest.raises(AdapterError, match=r"head 2\.0 out of range"):
         HeadAdapter([(2, 0)], shape=shape)
     with pytest.raises(AdapterError, match="rank must be a positive int"):
@@ -340,15 +340,15 @@ def test_early_stopping_and_best_restore(model):
 
 def test_balanced_batches_are_balanced_and_stateless():
     labels = ["yes"] * 5 + ["no"] * 3
-    s = _BalancedBatches(labels, 5, seed=1)
+    s = BalancedBatches(labels, 5, seed=1)
     first = [s.rows(i) for i in range(8)]
-    assert [s.rows(i) for i in range(8)] == first == [_BalancedBatches(labels, 5, seed=1).rows(i) for i in range(8)]
+    assert [s.rows(i) for i in range(8)] == first == [BalancedBatches(labels, 5, seed=1).rows(i) for i in range(8)]
     yes_counts = [sum(labels[i] == "yes" for i in rows) for rows in first]
     assert yes_counts == [3, 2] * 4  # ceil/floor alternate
     used_yes = [i for rows in first[:5] for i in rows if labels[i] == "yes"]
     assert sorted(used_yes[:5]) == [0, 1, 2, 3, 4]  # one full pass (epoch) over the yes rows before repeating
     with pytest.raises(ValueError, match="has no 'no' examples"):
-        _BalancedBatches(["yes", "yes"], 2, 0)
+        BalancedBatches(["yes", "yes"], 2, 0)
 
 
 # ------------------------------------------------------------------------------------------ objective

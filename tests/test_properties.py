@@ -25,7 +25,7 @@ import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from nasa_lens.adapters import ADAPTER_META_FILE, AdapterError, HeadAdapter, _model_shape, load_adapter, save_adapter
+from nasa_lens.adapters import ADAPTER_META_FILE, AdapterError, HeadAdapter, model_shape, load_adapter, save_adapter
 from nasa_lens.datasets import DatasetError, Example, read_jsonl, write_jsonl
 from nasa_lens.heads import HeadSpecError, parse_head, parse_heads
 from nasa_lens.prompts import PromptError, PromptFormat, build_batch
@@ -263,7 +263,7 @@ META_FIELDS = ["format", "version", "base_model", "base_weights_hash", "shape", 
 @pytest.fixture(scope="module")
 def adapter_folder(tiny, tmp_path_factory):
     folder = tmp_path_factory.mktemp("adapter")
-    save_adapter(folder, HeadAdapter([(0, 1), (1, 3)], [(0, 0)], shape=_model_shape(tiny), base_model=tiny.name, rank=2), tiny)
+    save_adapter(folder, HeadAdapter([(0, 1), (1, 3)], [(0, 0)], shape=model_shape(tiny), base_model=tiny.name, rank=2), tiny)
     return folder
 
 
@@ -290,6 +290,6 @@ def test_adapter_meta_any_json_clean_error_or_valid(tiny, adapter_folder, edits,
             assert str(exc) and "\n" not in str(exc)
             return
         assert adapter.heads and all(0 <= layer < tiny.n_layers and 0 <= h < tiny.n_heads for layer, h in adapter.heads)
-        assert adapter.shape == _model_shape(tiny)
+        assert adapter.shape == model_shape(tiny)
     finally:
         meta_file.write_text(original)

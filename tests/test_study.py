@@ -375,11 +375,11 @@ def test_ablation_summary_hand_computed() -> None:
     assert row["yes_rate_random_sd"] == pytest.approx(np.std([0.375, 0.625], ddof=1))  # 0.1768
     assert row["p_top_vs_random"] == 0.01 and row["p_bottom_vs_random"] == 0.9
     assert row["logit_diff_top_delta"] == 0.5 and row["p_logit_diff_top_vs_random"] == 0.2
-    text = study._ablation_sentence("m", s)
+    text = study.ablation_sentence("m", s)
     assert "raises the yes-rate more than ablating as many random heads at 1 of 1 head counts" in text
     assert "(significantly (permutation p < 0.05) at 1 of them)" in text and "yes-rate 75%" in text
     s["by_k"][0]["p_top_vs_random"] = 0.06
-    text = study._ablation_sentence("m", s)
+    text = study.ablation_sentence("m", s)
     assert "(at none of them significantly: every permutation p >= 0.05)" in text
     assert "does not show that these heads cause" in text
 

@@ -22,7 +22,7 @@ reports effect sizes with confidence intervals and p-values, as tidy long-format
 * :func:`path_patch` (CLI ``nasa-lens paths``, :mod:`nasa_lens.causal.paths`): path patching, a sender head's
   effect through one receiver head's query, key or value input, or directly, on the same pairs.
 
-Layout follows TransformerLens ``patching.py``: generic runners (:class:`_BatchRunner`,
+Layout follows TransformerLens ``patching.py``: generic runners (:class:`BatchRunner`,
 :func:`generic_head_patch`), thin named specialisations, result dataclasses with ``to_dataframe()`` (long
 format), error bars and p-values, ``save`` / ``load``. One validated config dataclass per procedure.
 

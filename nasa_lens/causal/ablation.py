@@ -25,11 +25,10 @@ from nasa_lens.prompts import PromptFormat, by_batch_plan, iter_batches
 from nasa_lens.causal.config import AblationConfig, AblationCurveConfig, CausalError
 from nasa_lens.causal.headsets import runner_for
 from nasa_lens.causal.runner import (
-    _format,
-    _ids,
-    _labels,
-    _p_and_diff,
-    _quantiles,
+    example_ids,
+    example_labels,
+    p_yes_and_logit_diff,
+    percentile_interval,
     ranking_array,
     vector_metrics,
 )
@@ -110,11 +109,11 @@ def ablate(
         reference = collect_z_reference(model, examples, fmt, batch_size=cfg.batch_size, pool_size=cfg.pool_size, progress=progress)
     ablation = HeadAblation(tuple(heads), cfg.mode, reference, seed=cfg.seed, positions=cfg.positions)
     p0, d0, p1, d1 = _ablate_rows(model, examples, fmt, ablation, batch_size=cfg.batch_size, progress=progress)
-    labels = _labels(examples)
+    labels = example_labels(examples)
     common = dict(threshold=cfg.threshold, n_boot=cfg.n_boot, seed=cfg.seed, model=getattr(model, "name", ""),
                   dataset=str(getattr(dataset, "name", "")), format=fmt.label)
-    before = result_from_predictions(_ids(examples), labels, p0, d0, **common)
-    after = result_from_predictions(_ids(examples), labels, p1, d1, **common)
+    before = result_from_predictions(example_ids(examples), labels, p0, d0, **common)
+    after = result_from_predictions(example_ids(examples), labels, p1, d1, **common)
     return AblationResult(before, after, heads, cfg.mode, cfg.to_dict())
 
 
@@ -129,8 +128,8 @@ def _ablate_rows(
     bar = tqdm(total=n, desc=f"ablate {len(ablation.heads)} heads ({ablation.mode})", disable=not progress, leave=False)
     for idx, batch in iter_batches(model, examples, fmt, batch_size):
         runner = runner_for(model, batch, ablation.positions)
-        p0[idx], d0[idx] = _p_and_diff(runner.clean)
-        p1[idx], d1[idx] = _p_and_diff(runner.pair(ablation.hooks(batch), ablation.first_layer))
+        p0[idx], d0[idx] = p_yes_and_logit_diff(runner.clean)
+        p1[idx], d1[idx] = p_yes_and_logit_diff(runner.pair(ablation.hooks(batch), ablation.first_layer))
         bar.update(len(idx))
     bar.close()
     return p0, d0, p1, d1
@@ -290,11 +289,11 @@ def ablation_curve(
         raise CausalError(f"pass either config or keyword options, not both (got {sorted(options)})")
     cfg = config
     rank = ranking_array(ranking, model)
-    fmt_ = _format(fmt if fmt is not None else cfg.format)
+    fmt_ = PromptFormat.of(fmt if fmt is not None else cfg.format)
     examples = list(dataset)
     if not examples:
         raise CausalError("cannot run an ablation curve on an empty dataset")
-    labels = _labels(examples)
+    labels = example_labels(examples)
     if (labels < 0).any():
         raise CausalError("every example needs a gold label ('yes' or 'no') for the ablation curve")
     conds = _curve_conditions(rank, cfg, model.n_layers, model.n_heads)
@@ -309,10 +308,10 @@ def ablation_curve(
     bar = tqdm(total=n * (1 + len(ablations)), desc=f"ablation curve ({cfg.mode})", disable=not progress)
     for idx, batch in iter_batches(model, examples, fmt_, cfg.batch_size):
         runner = runner_for(model, batch, cfg.positions)
-        clean[0][idx], clean[1][idx] = _p_and_diff(runner.clean)
+        clean[0][idx], clean[1][idx] = p_yes_and_logit_diff(runner.clean)
         bar.update(len(idx))
         for key, ab in ablations.items():
-            p, d = _p_and_diff(runner.pair(ab.hooks(batch), ab.first_layer))
+            p, d = p_yes_and_logit_diff(runner.pair(ab.hooks(batch), ab.first_layer))
             outputs[key][0][idx], outputs[key][1][idx] = p, d
             bar.update(len(idx))
     bar.close()
@@ -320,7 +319,7 @@ def ablation_curve(
     heads = {_key(c, k, s): list(h) for c, k, s, h in conds}
     table = _curve_table(labels, clean, outputs, heads, conds, cfg)
     return AblationCurveResult(
-        ids=_ids(examples), labels=labels, clean=clean, outputs=outputs, heads=heads, config=cfg.to_dict(),
+        ids=example_ids(examples), labels=labels, clean=clean, outputs=outputs, heads=heads, config=cfg.to_dict(),
         table=table, model=getattr(model, "name", ""), dataset=str(getattr(dataset, "name", "")), seconds=seconds,
     )
 
@@ -345,8 +344,8 @@ def _curve_table(
     def add(k: int, condition: str, seed: float, head_str: str, value: dict[str, float], samples: dict[str, np.ndarray],
             p_values: dict[str, float] | None = None) -> None:
         for m in cfg.metrics:
-            lo, hi = _quantiles(samples[m])
-            dlo, dhi = _quantiles(samples[m] - clean_boot[m])
+            lo, hi = percentile_interval(samples[m])
+            dlo, dhi = percentile_interval(samples[m] - clean_boot[m])
             rows.append({
                 "k": k, "condition": condition, "seed": seed, "metric": m, "value": value[m], "ci_low": lo, "ci_high": hi,
                 "delta": value[m] - clean_point[m], "delta_ci_low": dlo, "delta_ci_high": dhi,

@@ -30,7 +30,7 @@ from nasa_lens.prompts import PromptBatch, PromptFormat, by_batch_plan, iter_bat
 from nasa_lens.vocab import ABLATION_MODES, ABLATION_POSITIONS
 
 from nasa_lens.causal.config import CausalError
-from nasa_lens.causal.runner import _format, _ids
+from nasa_lens.causal.runner import example_ids
 from nasa_lens.causal.suffix import SuffixRunner
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -150,13 +150,13 @@ def head_set_effects(
         raise CausalError("give at least one head set")
     for hs in sets:
         check_heads(model, hs)
-    fmt_ = _format(fmt)
+    fmt_ = PromptFormat.of(fmt)
     t0 = time.perf_counter()
     if mode != "zero" and reference is None:
         reference = collect_z_reference(model, examples, fmt_, batch_size=batch_size, pool_size=pool_size, progress=progress)
     ablations = [HeadAblation(tuple(hs), mode, reference, seed=seed, positions=positions) for hs in sets]
     clean, effects = run_ablations(model, examples, fmt_, ablations, positions, batch_size=batch_size, progress=progress)
-    return HeadSetEffects(effects.T.copy(), sets, clean, _ids(examples), mode, positions, time.perf_counter() - t0,
+    return HeadSetEffects(effects.T.copy(), sets, clean, example_ids(examples), mode, positions, time.perf_counter() - t0,
                           getattr(model, "name", ""), dataset_name)
 
 

@@ -26,7 +26,7 @@ from nasa_lens.prompts import PromptFormat, build_batch
 from nasa_lens.vocab import PATCHING_FILE, pattern_hook_name, z_hook_name
 
 from nasa_lens.causal.config import CausalError, PatchingConfig
-from nasa_lens.causal.runner import _BatchRunner, _ids, _quantiles
+from nasa_lens.causal.runner import BatchRunner, example_ids, percentile_interval
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
@@ -56,7 +56,7 @@ class PairSet:
 
     @property
     def ids(self) -> list[str]:
-        return [f"{c}|{x}" for c, x in zip(_ids(self.clean), _ids(self.corrupted))]
+        return [f"{c}|{x}" for c, x in zip(example_ids(self.clean), example_ids(self.corrupted))]
 
 
 def swap_pairs(examples: Sequence[Any], fmt: PromptFormat | None = None) -> PairSet:
@@ -169,7 +169,7 @@ class PatchingResult:
         rows = []
         for layer in range(L):
             for h in range(H):
-                lo, hi = _quantiles(boot[:, layer, h])
+                lo, hi = percentile_interval(boot[:, layer, h])
                 rows.append({"layer": layer, "head": h, "head_name": f"{layer}.{h}", "normalized": norm[layer, h],
                              "ci_low": lo, "ci_high": hi, "effect": eff[:, layer, h].mean(), "effect_stderr": se[layer, h],
                              "p_value": pv[layer, h], "clean_mean": self.clean.mean(), "corrupted_mean": self.corrupted.mean(),
@@ -178,7 +178,7 @@ class PatchingResult:
 
     def summary(self) -> str:
         _, den = self._boot()
-        lo, hi = _quantiles(den)
+        lo, hi = percentile_interval(den)
         top = self.to_dataframe().sort_values("normalized", ascending=False).head(5)
         heads = ", ".join(f"{r.head_name} {r.normalized:+.2f}" for r in top.itertuples())
         return (f"{self.kind} pairs (n={self.n}), patching {self.what}: clean logit diff {self.clean.mean():+.3f}, corrupted "
@@ -295,7 +295,7 @@ def _patch_rows(
         c_pair = logits[:, -1][:, [cb.answer_yes_id, cb.answer_no_id]].float()
         clean_act = {nm: cache[nm] for nm in names}
         del logits, cache
-        runner = _BatchRunner(model, xb)
+        runner = BatchRunner(model, xb)
         clean_d[idx] = (c_pair[:, 0] - c_pair[:, 1]).cpu().double().numpy()
         corr_d[idx] = (runner.clean[:, 0] - runner.clean[:, 1]).cpu().double().numpy()
         for layer, h in todo:

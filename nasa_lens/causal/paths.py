@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from nasa_lens.causal.config import CausalError
 from nasa_lens.causal.patching import PairSet
-from nasa_lens.causal.runner import _BatchRunner, _quantiles
+from nasa_lens.causal.runner import BatchRunner, percentile_interval
 from nasa_lens.heads import Head, HeadSpecError, check_receivers_after, format_head, parse_head
 from nasa_lens.interventions import check_heads, z_hook_name
 from nasa_lens.io import atomic_path, read_json, write_json
@@ -180,7 +180,7 @@ class PathPatchingResult:
             eff = values - self.corrupted
             with np.errstate(all="ignore"):
                 boot = (values[idx].mean(1) - self.corrupted[idx].mean(1)) / den
-            lo, hi = _quantiles(boot)
+            lo, hi = percentile_interval(boot)
             rows.append({"sender": format_head(sender), "receiver": receiver, "via": via,
                          "normalized": (values.mean() - self.corrupted.mean()) / self.gap, "ci_low": lo, "ci_high": hi,
                          "effect": eff.mean(), "effect_stderr": eff.std(ddof=1) / math.sqrt(self.n) if self.n > 1 else np.nan,
@@ -300,7 +300,7 @@ def path_patch(
     for idx, cb, xb in _pair_batches(model, pairs, batch_size):
         z_clean, c_pair = _z_cache(model, cb, sender_layers)
         z_corr, _ = _z_cache(model, xb, sender_layers)
-        runner = _BatchRunner(model, xb)
+        runner = BatchRunner(model, xb)
         clean_d[idx] = (c_pair[:, 0] - c_pair[:, 1]).cpu().double().numpy()
         corr_d[idx] = (runner.clean[:, 0] - runner.clean[:, 1]).cpu().double().numpy()
         for i, (ls, hs) in enumerate(senders):
@@ -340,7 +340,7 @@ def all_paths_forward(model: LoadedModel, pairs: PairSet, sender: Head, *, batch
     for idx, cb, xb in _pair_batches(model, pairs, batch_size):
         z_clean, _ = _z_cache(model, cb, [ls])
         z_corr, _ = _z_cache(model, xb, [ls])
-        runner = _BatchRunner(model, xb)
+        runner = BatchRunner(model, xb)
         delta = sender_delta(model, z_clean[ls], z_corr[ls], ls, hs).detach()
         pair = runner.pair(_path_hooks(model, delta, targets), ls)
         out[idx] = (pair[:, 0] - pair[:, 1]).cpu().double().numpy()

@@ -1,7 +1,7 @@
 """The batch runner every causal study shares, and its helpers: NAS rankings from results, arrays or a scan's
 nas.csv; metrics for many bootstrap / permutation draws at once.
 
-:class:`_BatchRunner` runs one clean forward per batch that caches the residual entering every layer; an
+:class:`BatchRunner` runs one clean forward per batch that caches the residual entering every layer; an
 intervened forward whose first hooked layer is ``l`` then starts there (``run_with_hooks(start_at_layer=l)``).
 Forwards unembed the last position only (a hook on ``ln_final.hook_out`` keeps the last column).
 """
@@ -19,7 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from nasa_lens.interventions import bridge_of
-from nasa_lens.prompts import PromptBatch, PromptFormat
+from nasa_lens.prompts import PromptBatch
 from nasa_lens.vocab import NAS_RANKING_FILE, InputFileNotFoundError
 
 from nasa_lens.causal.config import CausalError
@@ -28,14 +28,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
 
 logger = logging.getLogger(__name__)
-
-
-def _format(fmt: PromptFormat | str | None) -> PromptFormat:
-    if fmt is None:
-        return PromptFormat()
-    if isinstance(fmt, str):
-        return PromptFormat.named(fmt)
-    return fmt
 
 
 def ranking_array(ranking: Any, model: LoadedModel | None = None) -> Float[np.ndarray, "layer head"]:
@@ -111,7 +103,7 @@ def vector_metrics(
     }
 
 
-def _quantiles(samples: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
+def percentile_interval(samples: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
     v = np.asarray(samples, float)
     v = v[~np.isnan(v)]
     if not len(v):
@@ -122,10 +114,10 @@ def _quantiles(samples: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
 # ============================================================================================ runner
 
 
-_LAST_ONLY = ("ln_final.hook_out", lambda x, hook=None: x[:, -1:])
+LAST_ONLY = ("ln_final.hook_out", lambda x, hook=None: x[:, -1:])
 
 
-class _BatchRunner:
+class BatchRunner:
     """One batch: a clean forward that caches the residual entering every layer, then intervened forwards
     that start at the first hooked layer (layers below it are identical to the clean run)."""
 
@@ -144,7 +136,7 @@ class _BatchRunner:
 
     def _run(self, hooks: Sequence[Any], start: int | None) -> Float[Tensor, "example 2"]:
         b = self.batch
-        fwd = list(hooks) + ([_LAST_ONLY] if self.has_last_only else [])
+        fwd = list(hooks) + ([LAST_ONLY] if self.has_last_only else [])
         if start:
             if start not in self.resid:
                 raise RuntimeError(f"no cached residual for layer {start}")
@@ -160,13 +152,13 @@ class _BatchRunner:
         return self._run(hooks, start if start and self.resid else None)
 
 
-def _p_and_diff(pair: Tensor) -> tuple[np.ndarray, np.ndarray]:
+def p_yes_and_logit_diff(pair: Tensor) -> tuple[np.ndarray, np.ndarray]:
     return torch.softmax(pair, -1)[:, 0].cpu().double().numpy(), (pair[:, 0] - pair[:, 1]).cpu().double().numpy()
 
 
-def _labels(examples: Sequence[Any]) -> np.ndarray:
+def example_labels(examples: Sequence[Any]) -> np.ndarray:
     return np.array([1 if getattr(ex, "label", None) == "yes" else 0 if getattr(ex, "label", None) == "no" else -1 for ex in examples])
 
 
-def _ids(examples: Sequence[Any]) -> list[str]:
+def example_ids(examples: Sequence[Any]) -> list[str]:
     return [str(getattr(ex, "id", i)) for i, ex in enumerate(examples)]

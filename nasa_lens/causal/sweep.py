@@ -33,7 +33,7 @@ from nasa_lens.vocab import (
 )
 
 from nasa_lens.causal.config import CausalError, EffectSweepConfig
-from nasa_lens.causal.runner import _LAST_ONLY, _BatchRunner, _format, _ids, ranking_array
+from nasa_lens.causal.runner import LAST_ONLY, BatchRunner, example_ids, ranking_array
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
@@ -195,7 +195,7 @@ def effect_sweep(
     ``config.heads`` (see :class:`EffectSweepConfig`). ``partial``: a folder for per-batch, per-layer results of
     the exact method, so a killed run resumes (see :func:`nasa_lens.causal.headsets.run_ablations`)."""
     cfg = config or EffectSweepConfig()
-    fmt_ = _format(fmt if fmt is not None else cfg.format)
+    fmt_ = PromptFormat.of(fmt if fmt is not None else cfg.format)
     examples = list(dataset)
     if not examples:
         raise CausalError("cannot sweep an empty dataset")
@@ -243,7 +243,7 @@ def exact_effects(
     per = np.full((len(examples), L, H), np.nan)
     for j, (layer, h) in enumerate(heads):
         per[:, layer, h] = eff[:, j]
-    return EffectSweepResult(per, "exact", mode, time.perf_counter() - t0, _ids(examples), clean_d,
+    return EffectSweepResult(per, "exact", mode, time.perf_counter() - t0, example_ids(examples), clean_d,
                              getattr(model, "name", ""), dataset_name, positions)
 
 
@@ -269,7 +269,7 @@ def exact_effects_full_forward(
     ablations = {(layer, h): HeadAblation(((layer, h),), mode, reference) for layer in range(L) for h in range(H)}
     bar = tqdm(total=n * L * H, desc=f"exact sweep ({mode})", disable=not progress)
     for idx, batch in iter_batches(model, examples, fmt, batch_size):
-        runner = _BatchRunner(model, batch)
+        runner = BatchRunner(model, batch)
         d0 = (runner.clean[:, 0] - runner.clean[:, 1]).cpu().double().numpy()
         clean_d[idx] = d0
         for (layer, h), ab in ablations.items():
@@ -277,7 +277,7 @@ def exact_effects_full_forward(
             per[idx, layer, h] = (pair[:, 0] - pair[:, 1]).cpu().double().numpy() - d0
             bar.update(len(idx))
     bar.close()
-    return EffectSweepResult(per, "exact", mode, time.perf_counter() - t0, _ids(examples), clean_d,
+    return EffectSweepResult(per, "exact", mode, time.perf_counter() - t0, example_ids(examples), clean_d,
                              getattr(model, "name", ""), dataset_name, "all")
 
 
@@ -323,7 +323,7 @@ def attribution_effects(
 
         hooks = [(z_hook_name(layer), grab) for layer in range(L)]
         if "ln_final.hook_out" in bridge.hook_dict:
-            hooks.append(_LAST_ONLY)
+            hooks.append(LAST_ONLY)
         with torch.enable_grad():
             logits = bridge.run_with_hooks(batch.input_ids, fwd_hooks=hooks, **batch.forward_kwargs())
             pair = logits[:, -1][:, [batch.answer_yes_id, batch.answer_no_id]].float()
@@ -343,7 +343,7 @@ def attribution_effects(
         keep = np.zeros((L, H), bool)
         keep[tuple(np.array(list(heads)).T)] = True
         per[:, ~keep] = np.nan
-    return EffectSweepResult(per, "attribution", mode, time.perf_counter() - t0, _ids(examples), clean_d,
+    return EffectSweepResult(per, "attribution", mode, time.perf_counter() - t0, example_ids(examples), clean_d,
                              getattr(model, "name", ""), dataset_name, positions)
 
 

@@ -11,7 +11,7 @@ from nasa_lens.commands.common import add_data_args, add_model_args, add_out_arg
 from nasa_lens.commands.flags import add_config_flags, config_from_args
 from nasa_lens.commands.logs import progress_on
 from nasa_lens.commands.tables import add_json_flag, print_table, say
-from nasa_lens.jobs.causal import AblateJob, PatchJob, SweepJob
+from nasa_lens.jobs.causal import AblateJobConfig, PatchJobConfig, SweepJob
 from nasa_lens.vocab import METRICS_FILE, PATCHING_FILE, PREDICTIONS_FILE, SWEEP_EFFECTS_FILE, SWEEP_EXAMPLES_FILE
 
 
@@ -20,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_data_args(p)
     add_config_flags(p, AblationConfig)
-    add_config_flags(p, AblateJob)
+    add_config_flags(p, AblateJobConfig)
     add_out_arg(p, "folder for metrics.json and predictions.csv")
     add_json_flag(p)
     p.set_defaults(func=_ablate)
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_data_args(p)
     add_config_flags(p, PatchingConfig)
-    add_config_flags(p, PatchJob)
+    add_config_flags(p, PatchJobConfig)
     add_out_arg(p, "folder for patching.csv and patching_heatmap.html/.png")
     p.set_defaults(func=_patch)
 
@@ -48,7 +48,7 @@ def _ablate(args) -> int:
 
     cfg = config_from_args(AblationConfig, args)
     out = Path(args.out)
-    result = run_ablate(cfg, out, model=model_spec(args), data=data_spec(args), job=config_from_args(AblateJob, args),
+    result = run_ablate(cfg, out, model=model_spec(args), data=data_spec(args), job=config_from_args(AblateJobConfig, args),
                         progress=progress_on(args))
     heads = ",".join(f"{layer}.{h}" for layer, h in result.heads)
     say(args, f"ablated {len(result.heads)} heads ({result.mode}): {heads}")
@@ -62,7 +62,7 @@ def _patch(args) -> int:
 
     cfg = config_from_args(PatchingConfig, args)
     out = Path(args.out)
-    result, written = run_patch(cfg, out, model=model_spec(args), data=data_spec(args), job=config_from_args(PatchJob, args),
+    result, written = run_patch(cfg, out, model=model_spec(args), data=data_spec(args), job=config_from_args(PatchJobConfig, args),
                                 progress=progress_on(args))
     print(result.summary())
     print(f"wrote {out / PATCHING_FILE} and " + ", ".join(str(p) for p in written))

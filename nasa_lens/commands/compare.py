@@ -16,7 +16,7 @@ from nasa_lens.commands.common import add_out_arg
 from nasa_lens.commands.flags import add_config_flags, config_from_args
 from nasa_lens.commands.logs import progress_on
 from nasa_lens.commands.tables import add_json_flag, print_table, say
-from nasa_lens.jobs.debias import CompareConfig
+from nasa_lens.jobs.compare import CompareConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from nasa_lens.jobs.debias import run_compare
+    from nasa_lens.jobs.compare import run_compare
 
     cfg = config_from_args(CompareConfig, args)
     command = "nasa-lens " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if "compare" in sys.argv[1:] else ""

@@ -7,7 +7,7 @@ validation (early stopping and ``metrics.json``), the test splits left untouched
 (``{"before": {...}, "after": {...}}`` on the validation split), ``OUT/history.csv`` and
 ``OUT/checkpoints/checkpoint.pt`` (``--resume`` continues from it).
 Every flag and its default come from :class:`~nasa_lens.finetune.NASAConfig` and
-:class:`~nasa_lens.jobs.finetune.FinetuneJob` (:mod:`nasa_lens.commands.flags`).
+:class:`~nasa_lens.jobs.finetune.FinetuneJobConfig` (:mod:`nasa_lens.commands.flags`).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from nasa_lens.commands.flags import add_config_flags, config_from_args
 from nasa_lens.commands.logs import progress_on
 from nasa_lens.commands.tables import add_json_flag, print_table, say
 from nasa_lens.finetune.config import NASAConfig
-from nasa_lens.jobs.finetune import FinetuneJob
+from nasa_lens.jobs.finetune import FinetuneJobConfig
 from nasa_lens.vocab import ADAPTER_FILE, ADAPTER_META_FILE, HISTORY_FILE, METRICS_FILE
 
 
@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=__doc__.split("\n\n")[1] if __doc__ else None,
     )
     add_model_args(p, adapter=False)
-    add_config_flags(p, FinetuneJob)
+    add_config_flags(p, FinetuneJobConfig)
     add_config_flags(p, NASAConfig, exclude=("betas",), rename={"nas_positions": "positions"})
     add_out_arg(p, "output folder")
     add_json_flag(p)
@@ -41,7 +41,7 @@ def _finetune(args: argparse.Namespace) -> int:
     from nasa_lens.jobs.finetune import run_finetune
 
     cfg = config_from_args(NASAConfig, args, progress=args.progress and progress_on(args))
-    job = config_from_args(FinetuneJob, args)
+    job = config_from_args(FinetuneJobConfig, args)
     out = Path(args.out)
     result = run_finetune(cfg, job, out, model=model_spec(args))
     say(args, result.summary())

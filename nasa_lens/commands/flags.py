@@ -48,7 +48,7 @@ def _field_default(f: dataclasses.Field) -> Any:
     return _MISSING
 
 
-def _docstring_help(cls: type) -> dict[str, str]:
+def docstring_help(cls: type) -> dict[str, str]:
     """``field -> text`` from the ``Attributes:`` section of ``cls``'s docstring (Google style; an entry may
     name several fields, ``a, b: text``)."""
     doc = inspect.getdoc(cls) or ""
@@ -114,7 +114,7 @@ def add_config_flags(
     if unknown:
         raise TypeError(f"{config_cls.__name__} has no fields {sorted(unknown)}")
     hints = typing.get_type_hints(config_cls)
-    doc = _docstring_help(config_cls)
+    doc = docstring_help(config_cls)
     record = config_flags(parser)
     for f in dataclasses.fields(config_cls):
         if f.name in exclude or not f.init:

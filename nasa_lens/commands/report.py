@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from nasa_lens.commands.flags import add_config_flags, config_from_args
-from nasa_lens.config import HTMLReportConfig
+from nasa_lens.config import StudyHTMLReportConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "interactive and every table sortable, in one file that opens from disk without a network.",
     )
     p.add_argument("dir", help="a finished study folder (written by `nasa-lens study --out DIR`)")
-    add_config_flags(p, HTMLReportConfig)
+    add_config_flags(p, StudyHTMLReportConfig)
     p.add_argument("--out", default=None, help="the HTML file to write (default: DIR/report.html)")
     p.set_defaults(func=_report)
 
@@ -28,7 +28,7 @@ def _report(args: argparse.Namespace) -> int:
     from nasa_lens.io import check_out_file
     from nasa_lens.study.pipeline import load_finished_study, refresh_manifest
 
-    cfg = config_from_args(HTMLReportConfig, args)
+    cfg = config_from_args(StudyHTMLReportConfig, args)
     # the file to write is checked (not a folder, its folder writable) before anything is built
     if args.out is not None:
         check_out_file(args.out)

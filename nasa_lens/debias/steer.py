@@ -16,6 +16,7 @@ from nasa_lens.debias.base import DebiasError, fit_key, gold_labels, predict_p_y
 from nasa_lens.debias.heads import HeadMethod
 from nasa_lens.heads import Head, format_head, ranked_heads
 from nasa_lens.debias.knockout import by_layer
+from nasa_lens.evaluate import auroc
 from nasa_lens.prompts import PromptFormat, iter_batches
 from nasa_lens.vocab import z_hook_name
 
@@ -23,12 +24,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.models import LoadedModel
 
 __all__ = ["Steer", "answer_z"]
-
-
-def _auroc(y: np.ndarray, s: np.ndarray) -> float:
-    from nasa_lens.evaluate import _auroc as auroc
-
-    return auroc(y, s)
 
 
 @torch.no_grad()
@@ -85,7 +80,7 @@ class Steer(HeadMethod):
             proj = einops.einsum(zb, d, "n l h d, l h d -> n l h").numpy()
             for layer in range(model.n_layers):
                 for h in range(model.n_heads):
-                    score[layer, h] += _auroc(yb, proj[:, layer, h]) / 2
+                    score[layer, h] += auroc(yb, proj[:, layer, h]) / 2
         self.info["probe_auroc_top"] = {format_head(h): float(score[h]) for h in ranked_heads(score)[:16]}
         return ranked_heads(score)
 

@@ -62,8 +62,8 @@ from nasa_lens.vocab import CHECKPOINT_FILE
 
 _LAZY = {
     "selection": ("key_groups_for", "select_heads", "nas_ranking"),
-    "data": ("holdout_split", "_BalancedBatches"),
-    "train": ("batch_loss", "nas_targets", "hooks_remaining", "EarlyStopping", "_train_heads"),
+    "data": ("holdout_split", "BalancedBatches"),
+    "train": ("batch_loss", "nas_targets", "hooks_remaining", "EarlyStopping", "train_heads"),
     "checkpoint": ("Checkpointer", "CheckpointError", "LoopState"),
     "result": ("TrainResult",),
     "run": ("train_nasa",),

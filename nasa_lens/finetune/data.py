@@ -28,7 +28,7 @@ def holdout_split(examples: Sequence[Any], fraction: float, seed: int = 0) -> tu
     return train, val
 
 
-class _BalancedBatches:
+class BalancedBatches:
     """The rows of step ``s``: a pure function of ``(seed, s)`` (no sampler state, so resuming is exact).
 
     Each label's rows are walked through seeded permutations, epoch after epoch; a batch takes

@@ -14,14 +14,14 @@ from nasa_lens.adapters import HeadAdapter
 from nasa_lens.evaluate import bias_metrics
 from nasa_lens.finetune.result import TrainResult
 from nasa_lens.finetune.selection import nas_ranking
-from nasa_lens.finetune.train import _train_heads
+from nasa_lens.finetune.train import train_heads
 from nasa_lens.heads import format_head, format_heads, ranked_heads
 from nasa_lens.nas import scan_nas
 
 logger = logging.getLogger("nasa_lens.finetune")
 
 
-def _train_incremental(model, train, val, cfg, fmt, ranking, checkpoint_dir, resume, callback, t0) -> TrainResult:
+def train_incremental(model, train, val, cfg, fmt, ranking, checkpoint_dir, resume, callback, t0) -> TrainResult:
     if ranking is None:
         ranking = nas_ranking(model, train, fmt, limit=cfg.scan_limit, positions=cfg.nas_positions, batch_size=cfg.eval_batch_size)
     heads = ranked_heads(ranking)[: cfg.incremental_start]
@@ -31,7 +31,7 @@ def _train_incremental(model, train, val, cfg, fmt, ranking, checkpoint_dir, res
     result: TrainResult | None = None
     for r in range(cfg.incremental_max_rounds):
         ck = Path(checkpoint_dir) / f"round{r}" if checkpoint_dir is not None else None
-        result = _train_heads(model, heads, train, val, cfg, fmt, init=prev, checkpoint_dir=ck, resume=resume, callback=callback, tag=f"round {r}")
+        result = train_heads(model, heads, train, val, cfg, fmt, init=prev, checkpoint_dir=ck, resume=resume, callback=callback, tag=f"round {r}")
         with result.adapter.applied(model):
             scan = scan_nas(model, scan_rows, fmt, positions=cfg.nas_positions, batch_size=cfg.eval_batch_size, progress=False)
         m = bias_metrics(scan.labels, scan.p_yes)

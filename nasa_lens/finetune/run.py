@@ -11,10 +11,10 @@ import numpy as np
 
 from nasa_lens.adapters import AdapterError, attached_adapters
 from nasa_lens.finetune.config import NASAConfig
-from nasa_lens.finetune.incremental import _train_incremental
+from nasa_lens.finetune.incremental import train_incremental
 from nasa_lens.finetune.result import TrainResult
 from nasa_lens.finetune.selection import select_heads
-from nasa_lens.finetune.train import _train_heads
+from nasa_lens.finetune.train import train_heads
 from nasa_lens.prompts import PromptFormat
 from nasa_lens.vocab import InputError
 
@@ -62,13 +62,13 @@ def train_nasa(
     fmt = PromptFormat.named(cfg.format)
     t0 = time.perf_counter()
     if cfg.heads == "incremental":
-        return _train_incremental(model, train, val, cfg, fmt, ranking, checkpoint_dir, resume, callback, t0)
+        return train_incremental(model, train, val, cfg, fmt, ranking, checkpoint_dir, resume, callback, t0)
     heads, ranking = select_heads(
         model, cfg.heads, train, fmt=fmt, ranking=ranking, scan_limit=cfg.scan_limit, positions=cfg.nas_positions,
         batch_size=cfg.eval_batch_size, progress=cfg.progress,
     )
     select_seconds = time.perf_counter() - t0
-    result = _train_heads(model, heads, train, val, cfg, fmt, checkpoint_dir=checkpoint_dir, resume=resume, callback=callback)
+    result = train_heads(model, heads, train, val, cfg, fmt, checkpoint_dir=checkpoint_dir, resume=resume, callback=callback)
     result.ranking = ranking
     result.seconds += select_seconds  # training time (summed over resumed runs) + head selection
     return result

@@ -26,11 +26,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from nasa_lens import parallel
-from nasa_lens.adapters import HeadAdapter, _model_shape, projection_module
+from nasa_lens.adapters import HeadAdapter, model_shape, projection_module
 from nasa_lens.evaluate import METRIC_KEYS, answer_logits, bias_metrics, predict, result_from_predictions
 from nasa_lens.finetune.checkpoint import Checkpointer, LoopState
 from nasa_lens.finetune.config import NASAConfig
-from nasa_lens.finetune.data import _BalancedBatches
+from nasa_lens.finetune.data import BalancedBatches
 from nasa_lens.finetune.result import TrainResult
 from nasa_lens.finetune.selection import key_groups_for
 from nasa_lens.heads import Head
@@ -204,7 +204,7 @@ def _new_adapter(model: LoadedModel, heads: list[Head], key_groups: list[Head], 
     deltas of heads that ``init`` (an earlier incremental round) already trained carried over."""
     generator = torch.Generator().manual_seed(cfg.seed)
     adapter = HeadAdapter(
-        heads, key_groups, shape=_model_shape(model), rank=cfg.rank, base_model=model.name,
+        heads, key_groups, shape=model_shape(model), rank=cfg.rank, base_model=model.name,
         generator=generator, init_scale=cfg.init_scale,
     ).to(model.device)
     if init is not None:
@@ -246,7 +246,7 @@ def _train_step(model: LoadedModel, adapter: HeadAdapter, opt: torch.optim.Optim
     return parts
 
 
-def _train_heads(
+def train_heads(
     model: LoadedModel,
     heads: list[Head],
     train: list[Any],
@@ -275,7 +275,7 @@ def _train_heads(
     state, finished = LoopState(), False
     if resume:
         state, finished = checkpoints.resume(adapter, opt) or (state, finished)
-    sampler = _BalancedBatches([ex.label for ex in train], cfg.batch_size, cfg.seed)
+    sampler = BalancedBatches([ex.label for ex in train], cfg.batch_size, cfg.seed)
     validate = _Validator(model, val, fmt, cfg, state, adapter)
     bridge = model.bridge
     was_training = bridge.training

@@ -9,17 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 from nasa_lens.causal.config import AblationConfig, EffectSweepConfig, PatchingConfig
 from nasa_lens.parallel import writer_only
-from nasa_lens.jobs.common import DataSpec, ModelSpec
+from nasa_lens.jobs.common import DataConfig, ModelConfig
 from nasa_lens.vocab import PATCHING_HEATMAP_FILE, SWEEP_HEATMAP_FILE, SWEEP_PARTIAL_DIR
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.causal import AblationResult, EffectSweepResult, PatchingResult
 
-__all__ = ["AblateJob", "PatchJob", "SweepJob", "run_ablate", "run_patch", "run_sweep"]
+__all__ = ["AblateJobConfig", "PatchJobConfig", "SweepJob", "run_ablate", "run_patch", "run_sweep"]
 
 
 @dataclass
-class AblateJob:
+class AblateJobConfig:
     """What ``nasa-lens ablate`` reads besides the :class:`AblationConfig`."""
 
     nas: str | None = field(
@@ -29,7 +29,7 @@ class AblateJob:
 
 
 @dataclass
-class PatchJob:
+class PatchJobConfig:
     """What ``nasa-lens patch`` writes besides the :class:`PatchingConfig` results."""
 
     png: bool = field(default=True, metadata={"help": "also write the heatmap as PNG (needs a Chromium)"})
@@ -47,7 +47,7 @@ def _needs_ranking(spec: Any) -> bool:
 
 
 def run_ablate(
-    cfg: AblationConfig, out_dir: str | Path, *, model: ModelSpec | Any, data: DataSpec | Any, job: AblateJob | None = None,
+    cfg: AblationConfig, out_dir: str | Path, *, model: ModelConfig | Any, data: DataConfig | Any, job: AblateJobConfig | None = None,
     progress: bool = True,
 ) -> AblationResult:
     """Ablate ``cfg.heads`` (ranked by ``job.nas``, else by a scan of the data) and write ``metrics.json``
@@ -55,13 +55,13 @@ def run_ablate(
     from nasa_lens import causal
     from nasa_lens.io import atomic_output, check_out_dir
 
-    job = job or AblateJob()
+    job = job or AblateJobConfig()
     out = check_out_dir(out_dir)
-    data = data.load() if isinstance(data, DataSpec) else data
+    data = data.load() if isinstance(data, DataConfig) else data
     ranking = None
     if _needs_ranking(cfg.heads) and job.nas:
         ranking = causal.ranking_from_csv(job.nas)  # a user file: read before the model loads
-    model = model.load() if isinstance(model, ModelSpec) else model
+    model = model.load() if isinstance(model, ModelConfig) else model
     if _needs_ranking(cfg.heads) and ranking is None:
         from nasa_lens.nas import scan_nas
         from nasa_lens.prompts import PromptFormat
@@ -76,7 +76,7 @@ def run_ablate(
 
 
 def run_patch(
-    cfg: PatchingConfig, out_dir: str | Path, *, model: ModelSpec | Any, data: DataSpec | Any, job: PatchJob | None = None,
+    cfg: PatchingConfig, out_dir: str | Path, *, model: ModelConfig | Any, data: DataConfig | Any, job: PatchJobConfig | None = None,
     progress: bool = True,
 ) -> tuple[PatchingResult, list[Path]]:
     """Patch every head on the pairs of ``cfg``; write ``patching.csv`` and the heatmap. Returns the result
@@ -86,10 +86,10 @@ def run_patch(
     from nasa_lens.plots import save_figure
     from nasa_lens.plots.causal import patching_heatmap
 
-    job = job or PatchJob()
+    job = job or PatchJobConfig()
     out = check_out_dir(out_dir)
-    data = data.load() if isinstance(data, DataSpec) else data
-    model = model.load() if isinstance(model, ModelSpec) else model
+    data = data.load() if isinstance(data, DataConfig) else data
+    model = model.load() if isinstance(model, ModelConfig) else model
     result = causal.patch_heads(model, data, cfg, progress=progress)
     written: list[Path] = []
     with writer_only() as write:  # data-parallel (torchrun): rank 0 writes and draws, the others wait
@@ -101,7 +101,7 @@ def run_patch(
     return result, written
 
 
-def _sweep_key(cfg: EffectSweepConfig, model: Any, data: Any, spec: DataSpec | None) -> str:
+def _sweep_key(cfg: EffectSweepConfig, model: Any, data: Any, spec: DataConfig | None) -> str:
     """Everything a sweep's numbers depend on, hashed: the partial results of another sweep are never reused."""
     import hashlib
     import json
@@ -116,8 +116,8 @@ def run_sweep(
     cfg: EffectSweepConfig,
     out_dir: str | Path,
     *,
-    model: ModelSpec | Any,
-    data: DataSpec | Any,
+    model: ModelConfig | Any,
+    data: DataConfig | Any,
     job: SweepJob | None = None,
     progress: bool = True,
 ) -> EffectSweepResult:
@@ -136,9 +136,9 @@ def run_sweep(
 
     job = job or SweepJob()
     out = check_out_dir(out_dir)
-    spec = data if isinstance(data, DataSpec) else None
-    data = data.load() if isinstance(data, DataSpec) else data
-    model = model.load() if isinstance(model, ModelSpec) else model
+    spec = data if isinstance(data, DataConfig) else None
+    data = data.load() if isinstance(data, DataConfig) else data
+    model = model.load() if isinstance(model, ModelConfig) else model
     heads = causal.sweep_heads(model, cfg.heads, cfg.seed)  # the heads against the model's shape
     if cfg.heads.strip() != "all" and not heads:
         raise causal.CausalError(f"--heads {cfg.heads} names no head")

@@ -7,11 +7,11 @@ from typing import Any
 
 from nasa_lens.vocab import DEFAULT_MODEL, InputError
 
-__all__ = ["ModelSpec", "DataSpec", "load_job_model", "attach_job_adapter", "load_job_data"]
+__all__ = ["ModelConfig", "DataConfig", "load_job_model", "attach_job_adapter", "load_job_data"]
 
 
 @dataclass
-class ModelSpec:
+class ModelConfig:
     """Which model a job runs, where, and with which adapter."""
 
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "built-in name, local folder, .gguf file or hub id"})
@@ -40,7 +40,7 @@ class ModelSpec:
 
 
 @dataclass
-class DataSpec:
+class DataConfig:
     """Which examples a job reads."""
 
     data: str = field(metadata={"help": "dataset name (see `nasa-lens data list`) or a .jsonl path"})

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasa_lens.jobs.common import DataSpec, ModelSpec
+from nasa_lens.jobs.common import DataConfig, ModelConfig
 from nasa_lens.parallel import writer_only
 from nasa_lens.vocab import DLA_COMPONENTS_FILE, DLA_TABLE_FILE, FORMATS, InputError, POSITIONS, VIAS, check_format
 
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DLAConfig:
-    """One DLA run (``nasa-lens dla``); the model and data come from :class:`ModelSpec` / :class:`DataSpec`."""
+    """One DLA run (``nasa-lens dla``); the model and data come from :class:`ModelConfig` / :class:`DataConfig`."""
 
     format: str = field(default="yes-no", metadata={"help": "prompt format", "choices": FORMATS})
     batch_size: int = field(default=16, metadata={"help": "examples per forward"})
@@ -49,7 +49,7 @@ class DLAConfig:
         return asdict(self)
 
 
-def run_dla(cfg: DLAConfig, out_dir: str | Path, *, model: ModelSpec | Any, data: DataSpec | Any, progress: bool = True) -> DLAResult:
+def run_dla(cfg: DLAConfig, out_dir: str | Path, *, model: ModelConfig | Any, data: DataConfig | Any, progress: bool = True) -> DLAResult:
     """Run DLA (with NAS from the same forwards) and the OV copying score; write the files and figures."""
     from nasa_lens.copying import ov_copying
     from nasa_lens.dla import scan_dla
@@ -59,8 +59,8 @@ def run_dla(cfg: DLAConfig, out_dir: str | Path, *, model: ModelSpec | Any, data
     from nasa_lens.prompts import PromptFormat
 
     out = check_out_dir(out_dir)
-    data = data.load() if isinstance(data, DataSpec) else data  # bad data is reported before the model loads
-    model = model.load() if isinstance(model, ModelSpec) else model
+    data = data.load() if isinstance(data, DataConfig) else data  # bad data is reported before the model loads
+    model = model.load() if isinstance(model, ModelConfig) else model
     fmt = PromptFormat.named(cfg.format)
     result = scan_dla(model, data, fmt, batch_size=cfg.batch_size, progress=progress, nas_positions=cfg.nas_positions)
     result.meta["config"] = cfg.to_dict()
@@ -133,7 +133,7 @@ class PathsConfig:
         return asdict(self)
 
 
-def run_paths(cfg: PathsConfig, out_dir: str | Path, *, model: ModelSpec | Any, data: DataSpec | Any,
+def run_paths(cfg: PathsConfig, out_dir: str | Path, *, model: ModelConfig | Any, data: DataConfig | Any,
               progress: bool = True) -> PathPatchingResult:
     """Build the pairs, pick senders/receivers, run :func:`nasa_lens.causal.paths.path_patch`, write files."""
     from nasa_lens.causal.patching import PairSet, label_pairs, swap_pairs
@@ -146,8 +146,8 @@ def run_paths(cfg: PathsConfig, out_dir: str | Path, *, model: ModelSpec | Any, 
     from nasa_lens.prompts import PromptFormat
 
     out = check_out_dir(out_dir)
-    data = data.load() if isinstance(data, DataSpec) else data  # bad data is reported before the model loads
-    model = model.load() if isinstance(model, ModelSpec) else model
+    data = data.load() if isinstance(data, DataConfig) else data  # bad data is reported before the model loads
+    model = model.load() if isinstance(model, ModelConfig) else model
     fmt = PromptFormat.named(cfg.format)
     examples = list(data)
     pairs = swap_pairs(examples, fmt) if cfg.pairs == "swap" else label_pairs(model, examples, fmt)

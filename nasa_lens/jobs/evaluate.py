@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasa_lens.parallel import writer_only
-from nasa_lens.jobs.common import DataSpec, ModelSpec
+from nasa_lens.jobs.common import DataConfig, ModelConfig
 from nasa_lens.vocab import FORMATS, InputError, check_format, check_threshold
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -18,7 +18,7 @@ __all__ = ["EvalConfig", "run_eval"]
 
 @dataclass
 class EvalConfig:
-    """How ``nasa-lens eval`` evaluates (the model and data are a :class:`ModelSpec` / :class:`DataSpec`)."""
+    """How ``nasa-lens eval`` evaluates (the model and data are a :class:`ModelConfig` / :class:`DataConfig`)."""
 
     format: str = field(default="yes-no", metadata={"help": "prompt format", "choices": FORMATS})
     batch_size: int = field(default=16, metadata={"help": "examples per forward"})
@@ -41,8 +41,8 @@ def run_eval(
     cfg: EvalConfig,
     out_dir: str | Path,
     *,
-    model: ModelSpec | Any,
-    data: DataSpec | Any,
+    model: ModelConfig | Any,
+    data: DataConfig | Any,
     progress: bool = True,
 ) -> EvalResult:
     """Evaluate and write ``metrics.json`` and ``predictions.csv`` into ``out_dir`` (together:
@@ -55,12 +55,12 @@ def run_eval(
     import contextlib
 
     out = check_out_dir(out_dir)
-    data = data.load() if isinstance(data, DataSpec) else data
+    data = data.load() if isinstance(data, DataConfig) else data
     if cfg.method:  # a user file: read (and its fields checked) before the model loads
         from nasa_lens.debias.base import read_method_meta
 
         read_method_meta(cfg.method)
-    model = model.load() if isinstance(model, ModelSpec) else model
+    model = model.load() if isinstance(model, ModelConfig) else model
     fix, threshold = None, cfg.threshold
     if cfg.method:
         from nasa_lens.debias import load_method

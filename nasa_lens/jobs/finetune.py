@@ -8,20 +8,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasa_lens.finetune.config import NASAConfig
-from nasa_lens.jobs.common import ModelSpec
+from nasa_lens.jobs.common import ModelConfig
 from nasa_lens.parallel import writer_only
 from nasa_lens.vocab import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.finetune import TrainResult
 
-__all__ = ["FinetuneJob", "run_finetune"]
+__all__ = ["FinetuneJobConfig", "run_finetune"]
 
 CHECKPOINTS_DIR = "checkpoints"
 
 
 @dataclass
-class FinetuneJob:
+class FinetuneJobConfig:
     """The data side of ``nasa-lens finetune`` (the run itself is a :class:`NASAConfig`; its ``seed`` also
     seeds the sampling and the validation hold-out)."""
 
@@ -44,7 +44,7 @@ class FinetuneJob:
         return list(dict.fromkeys(n.strip() for n in str(self.train).split(",") if n.strip()))
 
 
-def run_finetune(cfg: NASAConfig, job: FinetuneJob, out_dir: str | Path, *, model: ModelSpec | Any) -> TrainResult:
+def run_finetune(cfg: NASAConfig, job: FinetuneJobConfig, out_dir: str | Path, *, model: ModelConfig | Any) -> TrainResult:
     """Train and write ``adapter.safetensors``, ``adapter.json``, ``metrics.json``, ``history.csv`` and
     ``checkpoints/`` into ``out_dir``."""
     from nasa_lens.datasets import load_datasets
@@ -56,7 +56,7 @@ def run_finetune(cfg: NASAConfig, job: FinetuneJob, out_dir: str | Path, *, mode
     train, val = holdout_split(examples, job.val_fraction, seed=cfg.seed)
     if job.val_limit is not None:
         val = val[: job.val_limit]
-    model = model.load() if isinstance(model, ModelSpec) else model
+    model = model.load() if isinstance(model, ModelConfig) else model
     # the checkpoints live in OUT itself (resumable state across runs); the outputs appear together at the end
     result = train_nasa(model, train, val, cfg, checkpoint_dir=out / CHECKPOINTS_DIR, resume=job.resume)
     with writer_only() as write:  # data-parallel (torchrun): rank 0 writes, the others wait

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nasa_lens.parallel import writer_only
-from nasa_lens.jobs.common import DataSpec, ModelSpec
+from nasa_lens.jobs.common import DataConfig, ModelConfig
 from nasa_lens.vocab import (
     DEFAULT_MODEL,
     FORMATS,
@@ -33,22 +33,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ScanConfig:
-    """Everything one NAS scan needs (``nasa-lens scan`` builds it from its flags).
-
-    Attributes:
-        data: dataset name or JSONL path (see ``nasa-lens data list``).
-        model: built-in name, local folder, .gguf file or hub id.
-        limit: a label-balanced sample of exactly this many examples (None: all); too few of a label is an error.
-        seed: sampling seed.
-        split: ``"train"``, ``"test"`` or None (all).
-        positions: ``"after"`` or ``"last"``.
-        format: prompt format preset: yes-no, no-yes, true-false, false-true.
-        batch_size: examples per forward.
-        adapter: a NASA adapter file to apply to the model first (None: the base model).
-        device, device_map: where to run the model.
-        top_k: how many top heads the command prints.
-        png: also write ``nas_heatmap.png`` (when a Chromium is available).
-    """
+    """Everything one NAS scan needs (``nasa-lens scan`` builds it from its flags; each field's help is its flag's)."""
 
     data: str = field(metadata={"help": "dataset name (see `nasa-lens data list`) or a .jsonl path"})
     model: str = field(default=DEFAULT_MODEL, metadata={"help": "built-in name, local folder, .gguf file or hub id"})
@@ -93,12 +78,12 @@ class ScanConfig:
         return asdict(self)
 
     @property
-    def model_spec(self) -> ModelSpec:
-        return ModelSpec(self.model, self.device, self.device_map, self.adapter)
+    def model_spec(self) -> ModelConfig:
+        return ModelConfig(self.model, self.device, self.device_map, self.adapter)
 
     @property
-    def data_spec(self) -> DataSpec:
-        return DataSpec(self.data, self.limit, self.seed, self.split)
+    def data_spec(self) -> DataConfig:
+        return DataConfig(self.data, self.limit, self.seed, self.split)
 
 
 def run_scan(

@@ -51,7 +51,7 @@ __all__ = [
 WHITESPACE_GLYPHS: dict[str, str] = {" ": "␣", "\n": "↵", "\t": "⇥", "\r": "␍", "\u00a0": "⍽"}
 """How whitespace is drawn in token labels."""
 
-_YES_COLOR, _NO_COLOR, _ANSWER_COLOR, _OTHER_COLOR = "#2166ac", "#b2182b", "#1b9e77", "#969696"
+YES_COLOR, NO_COLOR, _ANSWER_COLOR, OTHER_COLOR = "#2166ac", "#b2182b", "#1b9e77", "#969696"
 _ATTN_SCALE = "Blues"
 
 
@@ -163,13 +163,7 @@ class AttentionView:
         )
 
 
-def _format(fmt: PromptFormat | str | None) -> PromptFormat:
-    if fmt is None:
-        return PromptFormat()
-    return PromptFormat.named(fmt) if isinstance(fmt, str) else fmt
-
-
-def _heads(model: LoadedModel, heads: Any, ranking: np.ndarray | None = None) -> list[Head]:
+def resolve_heads(model: LoadedModel, heads: Any, ranking: np.ndarray | None = None) -> list[Head]:
     """Heads from a spec (``"18.4,3.2"``, ``"top:4"`` with a ranking, a ``(layer, head)`` or a list of them)."""
     if heads is None:
         raise HeadSpecError("name the heads to show, e.g. heads='18.4,3.2', heads=[(18, 4)] or heads='top:4' with a NAS ranking")
@@ -178,7 +172,7 @@ def _heads(model: LoadedModel, heads: Any, ranking: np.ndarray | None = None) ->
     return parse_heads(heads, model.n_layers, model.n_heads, ranking)
 
 
-def _pick_example(data: Sequence[Any], example: Any) -> Any:
+def pick_example(data: Sequence[Any], example: Any) -> Any:
     """``example`` as an object: an index into ``data``, an example id, or an example / prompt itself."""
     if isinstance(example, (int, np.integer)) and not isinstance(example, bool):
         if not -len(data) <= int(example) < len(data):
@@ -215,8 +209,8 @@ def attention_view(
         HeadSpecError: a head the model does not have (names the layer/head and the model's size).
         PromptError: the prompt cannot be built (e.g. it lacks a candidate word; names the example).
     """
-    fmt = _format(fmt)
-    head_list = _heads(model, heads, ranking)
+    fmt = PromptFormat.of(fmt)
+    head_list = resolve_heads(model, heads, ranking)
     batch = build_batch(model, [example], fmt)  # one row: no padding
     layers = sorted({layer for layer, _ in head_list})
     names = {f"blocks.{layer}.attn.hook_pattern" for layer in layers}
@@ -249,7 +243,7 @@ def attention_view(
 def _marker_shapes(view: AttentionView, yref: str, xref: str, *, rows: bool) -> list[dict[str, Any]]:
     """Outlines of the candidate key columns (and the answer query row) on a heatmap."""
     shapes = []
-    for pos, color in ((view.pos_yes, _YES_COLOR), (view.pos_no, _NO_COLOR)):
+    for pos, color in ((view.pos_yes, YES_COLOR), (view.pos_no, NO_COLOR)):
         shapes.append(dict(type="rect", xref=xref, yref=f"{yref} domain", x0=pos - 0.5, x1=pos + 0.5, y0=0, y1=1,
                            line={"color": color, "width": 2}, fillcolor="rgba(0,0,0,0)"))
     if rows:
@@ -305,7 +299,7 @@ def attention_figure(view: AttentionView, *, mode: str = "both", rows: str = "al
                               row=r, col=1)
             else:
                 row = pat[view.pos_answer]
-                colors = [_YES_COLOR if k == view.pos_yes else _NO_COLOR if k == view.pos_no else _OTHER_COLOR for k in k_idx]
+                colors = [YES_COLOR if k == view.pos_yes else NO_COLOR if k == view.pos_no else OTHER_COLOR for k in k_idx]
                 fig.add_trace(go.Bar(x=k_idx, y=row, marker_color=colors, name=name, visible=visible,
                                      customdata=labels, hovertemplate="key %{x} %{customdata}<br>attention %{y:.4f}<extra>head "
                                      + name + " from the answer position</extra>", showlegend=False), row=r, col=1)

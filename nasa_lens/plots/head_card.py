@@ -24,7 +24,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from nasa_lens.heads import Head, format_head
-from nasa_lens.plots.attention import _NO_COLOR, _OTHER_COLOR, _YES_COLOR, ExampleError, _format, _heads
+from nasa_lens.plots.attention import NO_COLOR, OTHER_COLOR, YES_COLOR, ExampleError, resolve_heads
 from nasa_lens.prompts import PromptFormat, iter_batches
 from nasa_lens.vocab import NasaLensError
 
@@ -65,8 +65,8 @@ def candidate_attention(model: LoadedModel, data: Sequence[Any], head: Head, fmt
                         *, batch_size: int = 16, max_offset: int = 48) -> CandidateAttention:
     """One forward per batch, hooking only ``head``'s layer: its attention to both candidates from every
     query after the later candidate (at most ``max_offset`` positions before the answer)."""
-    fmt = _format(fmt)
-    (layer, h), = _heads(model, [head])
+    fmt = PromptFormat.of(fmt)
+    (layer, h), = resolve_heads(model, [head])
     name = f"blocks.{layer}.attn.hook_pattern"
     examples = list(data)
     width = max_offset + 1
@@ -195,8 +195,8 @@ def head_card(
     """
     from nasa_lens.nas import scan_nas
 
-    fmt = _format(fmt)
-    (head,) = _heads(model, [head] if not isinstance(head, str) else head)
+    fmt = PromptFormat.of(fmt)
+    (head,) = resolve_heads(model, [head] if not isinstance(head, str) else head)
     examples = list(data)
     if not examples:
         raise ExampleError("head_card needs at least one example")
@@ -230,7 +230,7 @@ def head_card(
             what = "gold" if panel == "by label" else "answer"
             if key is None:
                 continue
-            for v, name, color in ((1, "yes", _YES_COLOR), (0, "no", _NO_COLOR)):
+            for v, name, color in ((1, "yes", YES_COLOR), (0, "no", NO_COLOR)):
                 rows = key == v
                 fig.add_trace(go.Box(y=col[rows], x=[f"{what} {name}"] * int(rows.sum()), name=f"{what} {name} (n={int(rows.sum())})",
                                      marker_color=color, boxpoints="all", jitter=0.4, pointpos=0, boxmean=True,
@@ -238,7 +238,7 @@ def head_card(
                                      showlegend=False), row=r, col=c)
             fig.update_yaxes(title_text="NAS", row=r, col=c)
         elif panel == "candidates":
-            for arr, name, color in ((cand.to_yes, "to the yes candidate", _YES_COLOR), (cand.to_no, "to the no candidate", _NO_COLOR)):
+            for arr, name, color in ((cand.to_yes, "to the yes candidate", YES_COLOR), (cand.to_no, "to the no candidate", NO_COLOR)):
                 with np.errstate(all="ignore"):
                     m = np.nanmean(arr, axis=0)
                     cnt = np.sum(~np.isnan(arr), axis=0)
@@ -256,7 +256,7 @@ def head_card(
                                  boxpoints="all", jitter=0.4, pointpos=0, boxmean=True, customdata=sweep_ids,
                                  hovertemplate="%{customdata}<br>effect %{y:+.4f}<extra></extra>", showlegend=False), row=r, col=c)
             all_eff = sweep.effects.ravel()
-            fig.add_trace(go.Box(y=all_eff, x=["all heads (means)"] * len(all_eff), name="all heads", marker_color=_OTHER_COLOR,
+            fig.add_trace(go.Box(y=all_eff, x=["all heads (means)"] * len(all_eff), name="all heads", marker_color=OTHER_COLOR,
                                  boxpoints="outliers", showlegend=False,
                                  hovertemplate="mean effect %{y:+.4f}<extra>all heads</extra>"), row=r, col=c)
             fig.add_hline(y=0, line={"color": "black", "width": 1, "dash": "dot"}, row=r, col=c)
@@ -264,7 +264,7 @@ def head_card(
         elif panel == "dla":
             keys = ["via_yes", "via_no", "via_other"]
             fig.add_trace(go.Bar(x=["via yes candidate", "via no candidate", "via other tokens"], y=[split[k] for k in keys],
-                                 marker_color=[_YES_COLOR, _NO_COLOR, _OTHER_COLOR], showlegend=False,
+                                 marker_color=[YES_COLOR, NO_COLOR, OTHER_COLOR], showlegend=False,
                                  hovertemplate="%{x}<br>%{y:+.4f}<extra></extra>"), row=r, col=c)
             fig.add_hline(y=0, line={"color": "black", "width": 1}, row=r, col=c)
             fig.update_yaxes(title_text="logit(Yes) - logit(No)", row=r, col=c)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from nasa_lens.heads import Head, format_head, parse_head
-from nasa_lens.plots.attention import ExampleError, _format, _pick_example, attention_figure, attention_view
+from nasa_lens.plots.attention import ExampleError, pick_example, attention_figure, attention_view
 from nasa_lens.plots.head_card import dla_means, head_card, nas_heatmap_detailed
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -72,7 +72,7 @@ class NASExplorer:
         self.dla = dla_means(dla)  # per-head means, once (a click then reads them)
         if len(self.data) != nas.n:
             raise ExampleError(f"the NAS result has {nas.n} examples but data has {len(self.data)}: pass the data it was scanned on")
-        self.fmt = _format(fmt)
+        self.fmt = PromptFormat.of(fmt)
         self.batch_size = batch_size
         self.head: Head | None = None
         self.example = self._index(example)
@@ -141,7 +141,7 @@ class NASExplorer:
         self.details.children = tuple(x for x in (self.card, self.attention) if x is not None)
 
     def _index(self, example: int | str) -> int:
-        ex = _pick_example(self.data, example)
+        ex = pick_example(self.data, example)
         for i, item in enumerate(self.data):
             if item is ex:
                 return i

@@ -20,7 +20,7 @@ from nasa_lens.study.common import RESULTS_FILE, REPORT_FILE, STAGE_ORDER, STAGE
 from nasa_lens.study.figures import build_report
 from nasa_lens.study.pipeline import PlannedStage, load_finished_study, plan_stages, run_study
 from nasa_lens.study.result import StudyResult
-from nasa_lens.study.report import SECTIONS, Section, _ablation_sentence, report_markdown, report_sections
+from nasa_lens.study.report import SECTIONS, Section, ablation_sentence, report_markdown, report_sections
 from nasa_lens.study.steps import (
     STAGE_FUNCTIONS,
     StudyEnv,

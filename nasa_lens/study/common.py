@@ -27,7 +27,7 @@ class StudyNotFinishedError(InputFileNotFoundError):
 
 
 
-def _version() -> str:
+def package_version() -> str:
     """The package version (part of every stage key)."""
     try:
         from nasa_lens import __version__
@@ -39,7 +39,7 @@ def _version() -> str:
         return version("nasa-lens")
 
 
-def _stage_name(kind: str, model: str | None) -> str:
+def stage_name(kind: str, model: str | None) -> str:
     return kind if model is None else f"{kind}@{model}"
 
 
@@ -47,7 +47,7 @@ CURVE_DIR = "curve"
 TRAINING_CURVE_COLUMNS = ("train_loss", "val_loss", "val_pr_gap", "val_yes_rate", "val_accuracy")
 
 
-def _fmt(x: Any, spec: str = ".3f") -> str:
+def fmt_number(x: Any, spec: str = ".3f") -> str:
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
 
 
@@ -68,19 +68,19 @@ def bias_frame(results: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "dataset", "phase", "metric", "value", "ci_low", "ci_high", "n"])
 
 
-def _write_csv(path: Path, frame: pd.DataFrame) -> None:
+def write_csv(path: Path, frame: pd.DataFrame) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False)
 
 
-def _load_nas(stage: StageOutput) -> Any:
+def load_nas(stage: StageOutput) -> Any:
     """The NAS scan a ``nas`` stage wrote."""
     from nasa_lens.nas import NASResult
 
     return NASResult.load(stage.path / "nas")
 
 
-def _load_conditions(stage: StageOutput) -> dict[str, Any]:
+def load_conditions(stage: StageOutput) -> dict[str, Any]:
     """The per-condition NAS scans a ``conditions`` stage wrote, by condition label."""
     from nasa_lens.nas import NASResult
 

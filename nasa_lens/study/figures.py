@@ -14,11 +14,11 @@ from nasa_lens.study.common import (
     CURVE_DIR,
     STAGE_ORDER,
     TRAINING_CURVE_COLUMNS,
-    _load_conditions,
-    _load_nas,
-    _stage_name,
-    _version,
-    _write_csv,
+    load_conditions,
+    load_nas,
+    stage_name,
+    package_version,
+    write_csv,
     bias_frame,
 )
 
@@ -31,7 +31,7 @@ def build_report(cfg: StudyConfig, ctx: StageContext) -> dict[str, Any]:
 
     figdir, tables = ctx.work / "figures", ctx.work / "tables"
     tables.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"version": _version(), "config": cfg.to_dict(), "models": {}, "figures": {}}
+    results: dict[str, Any] = {"version": package_version(), "config": cfg.to_dict(), "models": {}, "figures": {}}
     frames: dict[str, list[pd.DataFrame]] = {"nas_ranking": [], "conditions": [], "ablation": [], "finetune_history": [], "deltas": [], "debias": []}
     nas_by_model: dict[str, Any] = {}
 
@@ -48,10 +48,10 @@ def build_report(cfg: StudyConfig, ctx: StageContext) -> dict[str, Any]:
 
     for m in cfg.models:
         sm = safe_name(m)
-        stages = {kind: ctx.upstream.get(_stage_name(kind, m)) for kind in STAGE_ORDER[:-1]}
+        stages = {kind: ctx.upstream.get(stage_name(kind, m)) for kind in STAGE_ORDER[:-1]}
         summary = {kind: st.summary for kind, st in stages.items() if st is not None}
         figs: dict[str, str] = {}
-        nas = _load_nas(stages["nas"])
+        nas = load_nas(stages["nas"])
         nas_by_model[m] = nas
         figs["nas_heatmap"] = save(plots.nas_heatmap(nas, title=f"Mean NAS: {m} on {nas.dataset} ({nas.format}, {nas.positions}, n={nas.n})"),
                                    f"nas_heatmap_{sm}")
@@ -59,7 +59,7 @@ def build_report(cfg: StudyConfig, ctx: StageContext) -> dict[str, Any]:
                                                          title=f"Top NAS heads of {m} (bars: +-1 stderr)"), f"nas_top_heads_{sm}")
         frames["nas_ranking"].append(tagged(nas.ranking_frame(), m))
         if stages["conditions"] is not None:
-            conds = _load_conditions(stages["conditions"])
+            conds = load_conditions(stages["conditions"])
             figs["conditions_heatmaps"] = save(plots.heatmap_grid(conds, title=f"Mean NAS of {m} by condition (shared scale)"),
                                                f"conditions_heatmaps_{sm}")
             corr = pd.read_csv(stages["conditions"].path / CORRELATIONS_FILE)
@@ -115,8 +115,8 @@ def build_report(cfg: StudyConfig, ctx: StageContext) -> dict[str, Any]:
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         list(pool.map(lambda item: plots.save_figure(item[0], figdir / item[1], png=cfg.report.png, include_plotlyjs="directory"), pending))
-    _write_csv(tables / "bias_metrics.csv", bias)
+    write_csv(tables / "bias_metrics.csv", bias)
     for name, parts in frames.items():
         if parts:
-            _write_csv(tables / f"{name}.csv", pd.concat(parts, ignore_index=True))
+            write_csv(tables / f"{name}.csv", pd.concat(parts, ignore_index=True))
     return results

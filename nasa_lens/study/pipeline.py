@@ -54,8 +54,8 @@ from nasa_lens.study.common import (
     STAGES_DIR,
     TIMINGS_FILE,
     StudyNotFinishedError,
-    _stage_name,
-    _version,
+    stage_name,
+    package_version,
 )
 from nasa_lens.study.steps import STAGE_FUNCTIONS, StudyEnv, nasa_config
 
@@ -84,7 +84,7 @@ def plan_stages(cfg: StudyConfig) -> list[PlannedStage]:
         nasa_options = {k: v for k, v in nasa_config(cfg).to_dict().items() if k != "progress"}
     plan: list[PlannedStage] = []
     for m in cfg.models:
-        name = lambda kind: _stage_name(kind, m)  # noqa: E731
+        name = lambda kind: stage_name(kind, m)  # noqa: E731
         plan.append(PlannedStage(name("bias"), "bias", m, {"model": m, **common, "data": test_specs, "bias": cfg.section("bias")}, ()))
         plan.append(
             PlannedStage(
@@ -203,7 +203,7 @@ def _run_locked(cfg: StudyConfig, out: Path, figs: Path, progress: bool) -> Stud
         for stale in remove_stale_temporaries(folder):
             logger.info("removed %s, left by a killed run", stale.name)
     (out / MANIFEST_FILE).unlink(missing_ok=True)  # from here until the end the published files may be mixed
-    store = StageStore(out / STAGES_DIR, _version())
+    store = StageStore(out / STAGES_DIR, package_version())
     store.remove_all_stale()
     env = StudyEnv(cfg, progress=progress)
     done: dict[str, StageOutput] = {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nasa_lens.study.common import _fmt
+from nasa_lens.study.common import fmt_number
 from nasa_lens.vocab import SUMMARY_METRICS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,7 +51,7 @@ class Section:
 
 def _ci(m: dict[str, Any], k: str) -> str:
     lo, hi = (m.get("ci", {}).get(k) or [None, None])
-    return f"{_fmt(m.get(k))} [{_fmt(lo)}, {_fmt(hi)}]"
+    return f"{fmt_number(m.get(k))} [{fmt_number(lo)}, {fmt_number(hi)}]"
 
 
 def _pct(x: Any) -> str:
@@ -83,11 +83,11 @@ def _bias_sentence(model: str, ds: str, m: dict[str, Any]) -> str:
         verdict = "a positive bias (the interval lies above 50%)"
     else:
         verdict = "no bias this sample can resolve (the interval contains 50%)"
-    return (f"{head}: {verdict}; precision {_fmt(m.get('precision'))} vs recall {_fmt(m.get('recall'))}, "
+    return (f"{head}: {verdict}; precision {fmt_number(m.get('precision'))} vs recall {fmt_number(m.get('recall'))}, "
             f"gap {_ci(m, 'pr_gap')} (positive: the negative-bias signature).")
 
 
-def _ablation_sentence(model: str, ab: dict[str, Any]) -> str:
+def ablation_sentence(model: str, ab: dict[str, Any]) -> str:
     rows = ab.get("by_k", [])
     if not rows:
         return ""
@@ -112,13 +112,13 @@ def _ablation_sentence(model: str, ab: dict[str, Any]) -> str:
     ld_top, ld_rand = last.get("logit_diff_top_delta"), last.get("logit_diff_random_mean_delta")
     ld_dir = ("towards \"Yes\"" if finite(ld_top) and ld_top > 0 else "towards \"No\"" if finite(ld_top) and ld_top < 0 else "not at all")
     logit = (f" The logit difference logit(Yes) - logit(No), a finer measure than the thresholded yes-rate, moves {ld_dir} "
-             f"with the top-{last['k']} heads ablated ({_fmt(ld_top, '+.3f')}, vs {_fmt(ld_rand, '+.3f')} for random heads; "
-             f"p={_fmt(last.get('p_logit_diff_top_vs_random'), '.3g')}).")
+             f"with the top-{last['k']} heads ablated ({fmt_number(ld_top, '+.3f')}, vs {fmt_number(ld_rand, '+.3f')} for random heads; "
+             f"p={fmt_number(last.get('p_logit_diff_top_vs_random'), '.3g')}).")
     return (f"- {model}: without ablation the yes-rate is {_pct(ab.get('baseline_yes_rate'))} (n={ab.get('n')}). Ablating the top-k "
             f"NAS heads {direction}. Largest margin at k={best['k']} (heads {best['heads_top']}): yes-rate "
-            f"{_pct(best['yes_rate_top'])} (change {_fmt(best['yes_rate_top_delta'], '+.3f')} [{_fmt(lo, '+.3f')}, {_fmt(hi, '+.3f')}]) "
+            f"{_pct(best['yes_rate_top'])} (change {fmt_number(best['yes_rate_top_delta'], '+.3f')} [{fmt_number(lo, '+.3f')}, {fmt_number(hi, '+.3f')}]) "
             f"vs {_pct(best['yes_rate_random_mean'])} for random heads and {_pct(best['yes_rate_bottom'])} for the bottom-k heads "
-            f"(p={_fmt(best['p_top_vs_random'], '.3g')}); {verdict}.{logit}")
+            f"(p={fmt_number(best['p_top_vs_random'], '.3g')}); {verdict}.{logit}")
 
 
 # ------------------------------------------------------------------------------------------- sections
@@ -152,7 +152,7 @@ def bias_section(result: StudyResult) -> Section:
     for m, r in models.items():
         for ds, x in r.get("bias", {}).get("datasets", {}).items():
             L.append(f"| {m} | {ds} | {x['n']} | {_ci(x, 'accuracy')} | {_ci(x, 'precision')} | {_ci(x, 'recall')} | "
-                     f"{_ci(x, 'pr_gap')} | {_ci(x, 'yes_rate')} | {_fmt(x.get('auroc'))} |")
+                     f"{_ci(x, 'pr_gap')} | {_ci(x, 'yes_rate')} | {fmt_number(x.get('auroc'))} |")
     L.append("")
     for m, r in models.items():
         for ds, x in r.get("bias", {}).get("datasets", {}).items():
@@ -173,7 +173,7 @@ def nas_section(result: StudyResult) -> Section:
         if not n:
             continue
         top = n.get("top_heads", [])[: cfg.report.top_k]
-        heads = ", ".join(f"{h['head']} ({_fmt(h['nas_mean'])} +- {_fmt(h['nas_stderr'])})" for h in top)
+        heads = ", ".join(f"{h['head']} ({fmt_number(h['nas_mean'])} +- {fmt_number(h['nas_stderr'])})" for h in top)
         L.append(f"- {m} ({n['shape'][0]} layers x {n['shape'][1]} heads, n={n['n']} train examples, positions={n['positions']}): "
                  f"top heads {heads}. {_pct(n.get('share_positive'))} of heads attend more to \"No\" than to \"Yes\" on average "
                  f"(positive mean NAS).")
@@ -199,15 +199,15 @@ def conditions_section(result: StudyResult) -> Section:
             continue
         L += ["| model | condition a | condition b | Spearman r | p | top-k overlap |", "|---|---|---|---|---|---|"]
         for row in c["correlations"]:
-            L.append(f"| {m} | {row['a']} | {row['b']} | {_fmt(row['spearman_r'])} | {_fmt(row['spearman_p'], '.2g')} | "
-                     f"{_fmt(row['top_k_overlap'], '.2f')} (k={row['k']}) |")
+            L.append(f"| {m} | {row['a']} | {row['b']} | {fmt_number(row['spearman_r'])} | {fmt_number(row['spearman_p'], '.2g')} | "
+                     f"{fmt_number(row['top_k_overlap'], '.2f')} (k={row['k']}) |")
         v = c["vs_main"]
         r_mean = v.get("spearman_mean")
         verdict = ("largely instruction-agnostic" if r_mean is not None and math.isfinite(r_mean) and r_mean >= 0.5
                    else "only partly shared across conditions" if r_mean is not None and math.isfinite(r_mean) and r_mean > 0
                    else "not shared across conditions")
-        L += ["", f"- {m}: against the main condition ({c['main']}) the mean Spearman r is {_fmt(r_mean)} (lowest {_fmt(v.get('spearman_min'))}), "
-                  f"mean top-{c['k']} overlap {_fmt(v.get('top_k_overlap_mean'), '.2f')}: the NAS ranking is {verdict}.", ""]
+        L += ["", f"- {m}: against the main condition ({c['main']}) the mean Spearman r is {fmt_number(r_mean)} (lowest {fmt_number(v.get('spearman_min'))}), "
+                  f"mean top-{c['k']} overlap {fmt_number(v.get('top_k_overlap_mean'), '.2f')}: the NAS ranking is {verdict}.", ""]
         L.append(_figure_md(result, figs.get(m, {}).get("conditions_heatmaps"), f"Mean NAS by condition, {m}"))
     return Section("3. Instruction-agnostic checks", L)
 
@@ -230,12 +230,12 @@ def ablation_section(result: StudyResult) -> Section:
               "|---|---|---|---|---|---|---|---|"]
         for row in ab["by_k"]:
             lo, hi = row["yes_rate_top_delta_ci"]
-            L.append(f"| {m} | {row['k']} | {_fmt(row['yes_rate_top'])} ({_fmt(row['yes_rate_top_delta'], '+.3f')} [{_fmt(lo, '+.3f')}, "
-                     f"{_fmt(hi, '+.3f')}]) | {_fmt(row['yes_rate_random_mean'])} +- {_fmt(row['yes_rate_random_sd'])} | "
-                     f"{_fmt(row['yes_rate_bottom'])} | {_fmt(row['p_top_vs_random'], '.3g')} | {_fmt(row['accuracy_top'])} / "
-                     f"{_fmt(row['accuracy_random_mean'])} | {_fmt(row['logit_diff_top_delta'], '+.3f')} / "
-                     f"{_fmt(row['logit_diff_random_mean_delta'], '+.3f')} |")
-        L += ["", _ablation_sentence(m, ab), ""]
+            L.append(f"| {m} | {row['k']} | {fmt_number(row['yes_rate_top'])} ({fmt_number(row['yes_rate_top_delta'], '+.3f')} [{fmt_number(lo, '+.3f')}, "
+                     f"{fmt_number(hi, '+.3f')}]) | {fmt_number(row['yes_rate_random_mean'])} +- {fmt_number(row['yes_rate_random_sd'])} | "
+                     f"{fmt_number(row['yes_rate_bottom'])} | {fmt_number(row['p_top_vs_random'], '.3g')} | {fmt_number(row['accuracy_top'])} / "
+                     f"{fmt_number(row['accuracy_random_mean'])} | {fmt_number(row['logit_diff_top_delta'], '+.3f')} / "
+                     f"{fmt_number(row['logit_diff_random_mean_delta'], '+.3f')} |")
+        L += ["", ablation_sentence(m, ab), ""]
         L.append(_figure_md(result, figs.get(m, {}).get("ablation"),
                             f"Change in yes-rate and in logit(Yes) - logit(No) vs the number of ablated heads, {m}"))
     return Section("4. Ablation against controls", L)
@@ -256,9 +256,9 @@ def finetune_section(result: StudyResult) -> Section:
         vb, va = ft.get("val_before") or {}, ft.get("val_after") or {}
         L += [f"- {m}: trained {ft.get('n_params', 0):,} parameters (the query rows of heads {ft.get('heads')}) for "
               f"{ft.get('steps_done')} steps (batch {ft.get('nasa', {}).get('batch_size')}, lr {ft.get('nasa', {}).get('lr')}) on "
-              f"{ft.get('n_train')} training examples, {ft.get('n_val')} held out; training loss {_fmt(ft.get('train_loss_first'))} -> "
-              f"{_fmt(ft.get('train_loss_last'))}; validation yes-rate {_pct(vb.get('yes_rate'))} -> {_pct(va.get('yes_rate'))}, "
-              f"accuracy {_fmt(vb.get('accuracy'))} -> {_fmt(va.get('accuracy'))} (kept: step {ft.get('best_step')}"
+              f"{ft.get('n_train')} training examples, {ft.get('n_val')} held out; training loss {fmt_number(ft.get('train_loss_first'))} -> "
+              f"{fmt_number(ft.get('train_loss_last'))}; validation yes-rate {_pct(vb.get('yes_rate'))} -> {_pct(va.get('yes_rate'))}, "
+              f"accuracy {fmt_number(vb.get('accuracy'))} -> {fmt_number(va.get('accuracy'))} (kept: step {ft.get('best_step')}"
               f"{', stopped early' if ft.get('stopped_early') else ''}).", ""]
         L.append(_figure_md(result, figs.get(m, {}).get("training_curve"), f"Training curve, {m}"))
     if not any_ft:
@@ -282,8 +282,8 @@ def after_section(result: StudyResult) -> Section:
         for ds, v in af["datasets"].items():
             for k in SUMMARY_METRICS:
                 dd = v["delta"][k]
-                L.append(f"| {m} | {ds} | {k} | {_fmt(before[ds].get(k))} | {_fmt(v['after'].get(k))} | "
-                         f"{_fmt(dd['delta'], '+.3f')} [{_fmt(dd['ci'][0], '+.3f')}, {_fmt(dd['ci'][1], '+.3f')}] |")
+                L.append(f"| {m} | {ds} | {k} | {fmt_number(before[ds].get(k))} | {fmt_number(v['after'].get(k))} | "
+                         f"{fmt_number(dd['delta'], '+.3f')} [{fmt_number(dd['ci'][0], '+.3f')}, {fmt_number(dd['ci'][1], '+.3f')}] |")
         L.append("")
         for ds, v in af["datasets"].items():
             dg, dy, dacc = v["delta"]["pr_gap"], v["delta"]["yes_rate"], v["delta"]["accuracy"]
@@ -297,10 +297,10 @@ def after_section(result: StudyResult) -> Section:
                 return "within noise (the interval contains 0)"
             mc = v["delta"]["mcnemar"]
             L.append(f"- {m} on {ds}, {role}: yes-rate {_pct(before[ds].get('yes_rate'))} -> {_pct(v['after'].get('yes_rate'))} "
-                     f"({moved(dy)}); precision-recall gap {_fmt(before[ds].get('pr_gap'))} -> {_fmt(v['after'].get('pr_gap'))} "
+                     f"({moved(dy)}); precision-recall gap {fmt_number(before[ds].get('pr_gap'))} -> {fmt_number(v['after'].get('pr_gap'))} "
                      f"({'n/a' if dg['delta'] is None else 'smaller' if dg['delta'] < 0 else 'larger' if dg['delta'] > 0 else 'unchanged'}, {moved(dg)}); "
-                     f"accuracy {_fmt(dacc['delta'], '+.3f')} ({moved(dacc)}); answers fixed {mc['fixed']}, broken {mc['broken']} "
-                     f"(McNemar p={_fmt(mc['p_value'], '.2g')}).")
+                     f"accuracy {fmt_number(dacc['delta'], '+.3f')} ({moved(dacc)}); answers fixed {mc['fixed']}, broken {mc['broken']} "
+                     f"(McNemar p={fmt_number(mc['p_value'], '.2g')}).")
         L += ["", _figure_md(result, figs.get(m, {}).get("before_after"), f"Before vs after the fine-tune, {m}"), ""]
     if side.get("bias_metrics_after"):
         L += [_figure_md(result, side["bias_metrics_after"], "Bias metrics after the fine-tune, models side by side"), ""]
@@ -317,8 +317,8 @@ def compare_section(result: StudyResult) -> Section | None:
     L = ["Every fix fitted on the train sample of the main dataset (heads and settings chosen there only) and "
          "evaluated on the test splits (docs/debias.md).", "",
          "| model | dataset | fix | accuracy | pr_gap | yes-rate | AUROC | params |", "|---|---|---|---|---|---|---|---|"]
-    L += [f"| {m} | {r['dataset']} | {r['method']} | {_fmt(r['accuracy'])} | {_fmt(r['pr_gap'])} | {_pct(r['yes_rate'])} | "
-          f"{_fmt(r['auroc'])} | {int(r['params']):,} |" for m, r in rows]
+    L += [f"| {m} | {r['dataset']} | {r['method']} | {fmt_number(r['accuracy'])} | {fmt_number(r['pr_gap'])} | {_pct(r['yes_rate'])} | "
+          f"{fmt_number(r['auroc'])} | {int(r['params']):,} |" for m, r in rows]
     L += ["", "Fit times: `comparison.csv` in the compare stage's folder."]
     L.append("")
     for m in models:
@@ -332,9 +332,9 @@ def timings_section(result: StudyResult) -> Section:
           "Wall-clock and process CPU seconds of the run that computed each stage (CPU time counts every thread).", "",
           "| stage | seconds | CPU seconds | this run |", "|---|---|---|---|"]
     for name, s in result.stages.items():
-        L.append(f"| {name} | {s.seconds:.1f} | {_fmt(s.cpu_seconds, '.1f')} | {'reused (cached)' if s.cached else 'computed'} |")
+        L.append(f"| {name} | {s.seconds:.1f} | {fmt_number(s.cpu_seconds, '.1f')} | {'reused (cached)' if s.cached else 'computed'} |")
     total = sum(s.seconds for s in result.stages.values())
-    L.append(f"| total | {total:.1f} | {_fmt(sum(s.cpu_seconds for s in result.stages.values()), '.1f')} | |")
+    L.append(f"| total | {total:.1f} | {fmt_number(sum(s.cpu_seconds for s in result.stages.values()), '.1f')} | |")
     L += ["", f"Files: `results.json` (every number above), `bias_metrics.csv`, `nas_ranking.csv`, `conditions.csv`, `ablation.csv`, "
               f"`finetune_history.csv`, `deltas.csv`; stage outputs under `stages/`; figures in `{os.path.relpath(result.figures_dir, result.out_dir)}/`.", ""]
     return Section("Stages and timings", L)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from nasa_lens.config import StudyConfig
 from nasa_lens.io import read_json
-from nasa_lens.study.common import REPORT_FILE, RESULTS_FILE, STAGES_DIR, TIMINGS_FILE, _fmt, bias_frame
+from nasa_lens.study.common import REPORT_FILE, RESULTS_FILE, STAGES_DIR, TIMINGS_FILE, fmt_number, bias_frame
 from nasa_lens.study.stages import DONE_FILE, StageOutput
 
 __all__ = ["StudyResult"]
@@ -71,7 +71,7 @@ class StudyResult:
             b = r.get("bias", {}).get("datasets", {}).get(main)
             if b:
                 lines.append(f"  {model} on {main}: accuracy {b['accuracy']:.3f}, recall {b['recall']:.3f}, "
-                             f"yes-rate {b['yes_rate']:.3f}, precision-recall gap {_fmt(b['pr_gap'])}")
+                             f"yes-rate {b['yes_rate']:.3f}, precision-recall gap {fmt_number(b['pr_gap'])}")
             a = r.get("after", {}).get("datasets", {}).get(main)
             if a:
                 m = a["after"]

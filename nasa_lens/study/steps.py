@@ -24,7 +24,7 @@ from nasa_lens.vocab import (
     SUMMARY_METRICS,
     VECTOR_METRICS,
 )
-from nasa_lens.study.common import ABLATION_FILE, CURVE_DIR, _load_nas, _stage_name, _write_csv
+from nasa_lens.study.common import ABLATION_FILE, CURVE_DIR, load_nas, stage_name, write_csv
 
 logger = logging.getLogger("nasa_lens.study")
 
@@ -144,7 +144,7 @@ def stage_conditions(env: StudyEnv, model_name: str, ctx: StageContext) -> dict[
     cfg = env.cfg
     c = cfg.conditions
     model = env.model(model_name)
-    main = _load_nas(ctx.upstream[_stage_name("nas", model_name)])
+    main = load_nas(ctx.upstream[stage_name("nas", model_name)])
     main_label = f"{PromptFormat.named(cfg.data.format).label} ({cfg.data.dataset})"
     results: dict[str, Any] = {}
     data = env.dataset(cfg.data.dataset, "train", c.limit)
@@ -191,7 +191,7 @@ def stage_ablation(env: StudyEnv, model_name: str, ctx: StageContext) -> dict[st
     cfg = env.cfg
     a = cfg.ablation
     model = env.model(model_name)
-    nas = _load_nas(ctx.upstream[_stage_name("nas", model_name)])
+    nas = load_nas(ctx.upstream[stage_name("nas", model_name)])
     data = env.dataset(cfg.data.dataset, "test", env.n_ablation)
     result = causal.ablation_curve(
         model, data, nas.mean, ks=list(a.ks), mode=a.mode, n_random_seeds=a.n_random, fmt=env.format, progress=env.progress,
@@ -199,7 +199,7 @@ def stage_ablation(env: StudyEnv, model_name: str, ctx: StageContext) -> dict[st
         positions=a.positions,
     )
     result.save(ctx.work / CURVE_DIR)
-    _write_csv(ctx.work / ABLATION_FILE, result.to_wide())
+    write_csv(ctx.work / ABLATION_FILE, result.to_wide())
     return ablation_summary(result.to_dataframe())
 
 
@@ -280,7 +280,7 @@ def stage_finetune(env: StudyEnv, model_name: str, ctx: StageContext) -> dict[st
 
     cfg = env.cfg
     model = env.model(model_name)
-    nas = _load_nas(ctx.upstream[_stage_name("nas", model_name)])
+    nas = load_nas(ctx.upstream[stage_name("nas", model_name)])
     data = env.dataset(cfg.data.dataset, "train", cfg.data.train_limit)
     train, val = nasa.holdout_split(list(data), cfg.finetune.val_fraction, seed=cfg.seed)
     ncfg = nasa_config(cfg, progress=env.progress)
@@ -289,7 +289,7 @@ def stage_finetune(env: StudyEnv, model_name: str, ctx: StageContext) -> dict[st
     long = result.to_dataframe()
     wide = (long.assign(name=long["split"] + "_" + long["metric"]).pivot_table(index="step", columns="name", values="value")
             .reset_index() if len(long) else pd.DataFrame({"step": []}))
-    _write_csv(ctx.work / HISTORY_FILE, wide)
+    write_csv(ctx.work / HISTORY_FILE, wide)
 
     def val_metrics(r: Any) -> dict[str, Any] | None:
         return None if r is None else {k: r.metrics[k] for k in SUMMARY_METRICS}
@@ -318,8 +318,8 @@ def stage_after(env: StudyEnv, model_name: str, ctx: StageContext) -> dict[str, 
 
     cfg = env.cfg
     model = env.model(model_name)
-    ft = ctx.upstream[_stage_name("finetune", model_name)]
-    before_stage = ctx.upstream[_stage_name("bias", model_name)]
+    ft = ctx.upstream[stage_name("finetune", model_name)]
+    before_stage = ctx.upstream[stage_name("bias", model_name)]
     adapter = load_adapter(model, ft.path / "adapter")  # attached as hooks until removed below
     out: dict[str, Any] = {}
     try:
