@@ -318,3 +318,59 @@ def test_no_module_imports_an_underscore_name_of_another():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("nasa_lens") and not node.level:
                 found += [f"{module}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
     assert found == []
+
+
+def _page_rows() -> dict[str, set[str]]:
+    """docs/architecture.md's module map: first cell (the modules a row is about) -> the backticked names in the row."""
+    rows = {}
+    for line in (REPO / "docs" / "architecture.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("| `"):
+            first = line.split("|")[1]
+            rows[first] = set(re.findall(r"`([^`]+)`", line))
+    return rows
+
+
+def test_the_architecture_page_names_every_module():
+    """Every module of the package has its row in docs/architecture.md (``X.py``), every module of a package
+    (``X/``) is named in that package's row."""
+    rows = _page_rows()
+    firsts = {name for first in rows for name in re.findall(r"`([^`]+)`", first)}
+    missing = []
+    for module in _modules():
+        parts = module.split(".")[1:]
+        if not parts:
+            continue
+        if len(parts) == 1:
+            if f"{parts[0]}.py" not in firsts and f"{parts[0]}/" not in firsts:
+                missing.append(module)
+            continue
+        row = next((names for first, names in rows.items() if f"`{parts[0]}/`" in first), set())
+        if ".".join(parts[1:]) not in row:
+            missing.append(module)
+    assert missing == []
+
+
+LAYERS = (
+    ("nasa_lens.vocab", "nasa_lens.io", "nasa_lens.parallel", "nasa_lens.placement", "nasa_lens.heads"),
+    ("nasa_lens.models", "nasa_lens.datasets", "nasa_lens.prompts"),
+    ("nasa_lens.evaluate", "nasa_lens.ability", "nasa_lens.interventions", "nasa_lens.nas", "nasa_lens.dla", "nasa_lens.copying"),
+    ("nasa_lens.causal", "nasa_lens.adapters", "nasa_lens.finetune"),
+    ("nasa_lens.debias",),
+    ("nasa_lens.plots", "nasa_lens.browser"),
+    ("nasa_lens.config",),
+    TOP,
+)
+"""docs/architecture.md's layers, bottom first: a module imports only from its own row or the rows above it."""
+
+
+def _layer(module: str) -> int | None:
+    found = [i for i, row in enumerate(LAYERS) for p in row if module == p or module.startswith(p + ".")]
+    return max(found) if found else None
+
+
+def test_each_layer_imports_only_its_own_row_or_above(graph):
+    unplaced = [m for m in graph if _layer(m) is None and m != "nasa_lens" and m not in SHIMS]
+    assert unplaced == []  # a new module takes its row here and in docs/architecture.md
+    upward = [f"{m} -> {t}" for m, deps in graph.items() if _layer(m) is not None
+              for t in deps if _layer(t) is not None and _layer(t) > _layer(m)]
+    assert upward == []
