@@ -215,7 +215,7 @@ def load_model(
         device = check_device(device)
     device_map = parse_device_map(device_map)
     if name == TINY_RANDOM:
-        hf_model, tok, source = _tiny_random(), _smollm2_tokenizer(), "random init (seed 0)"
+        hf_model, tok, source = tiny_random(), _smollm2_tokenizer(), "random init (seed 0)"
         if device_map is not None:
             hf_model = dispatch(hf_model, device_map, bridge_kwargs)
         loaded = _boot("tiny-random", hf_model, tok, device, dtype, None, bridge_kwargs, hub_name="tiny-random")
@@ -458,7 +458,7 @@ def _smollm2_tokenizer():
     return AutoTokenizer.from_pretrained(folder)
 
 
-def _tiny_random():
+def tiny_random():
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(

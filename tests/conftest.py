@@ -28,6 +28,21 @@ def tiny():
     return load_model("tiny-random")
 
 
+@pytest.fixture(scope="module")
+def model(tiny):
+    """tiny-random under the name the unit-test modules use (the one session copy: every test leaves it clean,
+    the hook-leak check below fails the test that does not)."""
+    return tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_hf():
+    """A separate Hugging Face copy of tiny-random (``boot_transformers`` rewires the bridge's own HF model)."""
+    from nasa_lens.models import tiny_random
+
+    return tiny_random().eval()
+
+
 @pytest.fixture(scope="session")
 def smol():
     from nasa_lens.models import load_model

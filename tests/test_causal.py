@@ -19,11 +19,6 @@ RANK = np.array([[0.1, 0.5, -0.2, 0.9], [0.3, -0.7, 0.8, 0.0]])  # top: 0.3, 1.2
 
 
 @pytest.fixture(scope="module")
-def model(tiny):
-    return tiny
-
-
-@pytest.fixture(scope="module")
 def examples():
     from conftest import QUESTIONS
 

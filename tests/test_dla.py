@@ -55,13 +55,6 @@ def hf_head_dla(hf_model, batch, layer: int, head: int) -> tuple[np.ndarray, np.
     return np.array(totals), np.array(yes), np.array(no)
 
 
-@pytest.fixture(scope="module")
-def tiny_hf():
-    from nasa_lens.models import _tiny_random
-
-    return _tiny_random().eval()  # a separate copy: boot_transformers rewires the bridge's own HF model
-
-
 # ------------------------------------------------------------------------------------------ tiny-random
 
 

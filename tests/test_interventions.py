@@ -22,11 +22,6 @@ from nasa_lens.prompts import build_batch
 
 
 @pytest.fixture(scope="module")
-def model(tiny):
-    return tiny
-
-
-@pytest.fixture(scope="module")
 def batch(model):
     from conftest import QUESTIONS
 

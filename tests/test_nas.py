@@ -165,13 +165,6 @@ def test_bad_positions_value_is_a_clear_error(tiny, call):
 # ------------------------------------------------------------------------------------------ hooks vs Hugging Face
 
 
-@pytest.fixture(scope="module")
-def tiny_hf():
-    from nasa_lens.models import _tiny_random
-
-    return _tiny_random()  # a separate copy: boot_transformers rewires the bridge's own HF model
-
-
 @pytest.mark.parametrize("positions", ["after", "last"])
 @pytest.mark.parametrize("fmt_name", ["yes-no", "no-yes"])
 def test_hook_nas_matches_hf_attentions_tiny(tiny, tiny_hf, positions, fmt_name):

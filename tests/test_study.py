@@ -502,6 +502,7 @@ def _study_cmd(config: Path, out: Path) -> list[str]:
             "--figures", str(out / "figures"), "--no-progress"]
 
 
+@pytest.mark.slow  # two more full studies in fresh processes
 def test_killed_during_finetune_resumes_to_the_same_results(tiny_study, tmp_path: Path) -> None:
     """Kill the study (SIGKILL) once the fine-tune has written a checkpoint; the rerun resumes from it and
     ends with the same results.json as an uninterrupted run of the same command. The reference is a fresh
