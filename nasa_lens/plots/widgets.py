@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 from nasa_lens.heads import Head, format_head, parse_head
 from nasa_lens.plots.attention import ExampleError, pick_example, attention_figure, attention_view
 from nasa_lens.plots.head_card import dla_means, head_card, nas_heatmap_detailed
+from nasa_lens.prompts import PromptFormat
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.causal import EffectSweepResult
     from nasa_lens.models import LoadedModel
     from nasa_lens.nas import NASResult
-    from nasa_lens.prompts import PromptFormat
 
 __all__ = ["NASExplorer", "linked_heatmap"]
 
