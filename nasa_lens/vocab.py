@@ -151,6 +151,7 @@ ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_META_FILE = "adapter.json"
 CORRELATIONS_FILE = "correlations.csv"
 CONDITION_LABELS_FILE = "labels.json"
+MANIFEST_FILE = "manifest.json"  # a folder's list of files: the shipped datasets', a finished study's (written last)
 PLOTLYJS_FILE = "plotly.min.js"  # the plotly.js bundle HTML figures of one folder share
 VIAS = ("q", "k", "v")  # the receiver inputs of path patching
 

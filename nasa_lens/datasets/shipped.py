@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from nasa_lens.datasets.core import DatasetError, Example, jsonl_sha256, read_jsonl
+from nasa_lens.vocab import MANIFEST_FILE
 
 __all__ = ["DATA_DIR", "MANIFEST_FILE", "ManifestRecord", "manifest", "load_shipped", "check_examples"]
 
 DATA_DIR = Path(__file__).with_name("data")
-MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = 1
 
 

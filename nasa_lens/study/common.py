@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from nasa_lens.io import atomic_path, read_json
-from nasa_lens.vocab import ABLATION_FILE, CONDITION_LABELS_FILE, REPORT_FILE, InputFileNotFoundError  # noqa: F401  (the study's names)
+from nasa_lens.vocab import ABLATION_FILE, CONDITION_LABELS_FILE, MANIFEST_FILE, REPORT_FILE, InputFileNotFoundError  # noqa: F401  (the study's names)
 from nasa_lens.study.stages import StageOutput
 
 STAGE_ORDER: tuple[str, ...] = ("bias", "nas", "conditions", "ablation", "finetune", "after", "compare", "report")
@@ -17,7 +17,6 @@ STAGES_DIR = "stages"
 RESULTS_FILE = "results.json"
 REPORT_HTML_FILE = "report.html"
 TIMINGS_FILE = "timings.json"
-MANIFEST_FILE = "manifest.json"  # written last: the published files and their sizes (the study is complete)
 LOCK_FILE = ".lock"  # held by the one run working in the folder
 
 
