@@ -26,7 +26,7 @@ try:  # POSIX advisory locks; elsewhere the locks below are no-ops
 except ImportError:  # pragma: no cover
     fcntl = None  # type: ignore[assignment]
 
-from nasa_lens.vocab import NasaLensError
+from nasa_lens.vocab import REPORT_HTML_FILE, NasaLensError
 
 __all__ = [
     "cache_dir", "cache_writable", "check_cache_writable", "CacheDirError", "atomic_path", "atomic_dir", "write_text",
@@ -347,7 +347,7 @@ def check_out_file(path: str | os.PathLike[str], *, flag: str = "--out") -> Path
     as not writable). Raises :class:`OutputDirError`; returns ``Path(path)``."""
     out = Path(path).expanduser()
     if out.is_dir():
-        raise OutputDirError(f"{flag} {out} is a folder; give the path of the file to write (e.g. {out / 'report.html'})")
+        raise OutputDirError(f"{flag} {out} is a folder; give the path of the file to write (e.g. {out / REPORT_HTML_FILE})")
     parent = out.parent
     if not parent.is_dir():
         check_out_dir(parent, flag=f"{flag} {out}: its folder")

@@ -146,6 +146,7 @@ COMPARISON_PARTIAL_FILE = "comparison.partial.csv"  # the rows so far of a compa
 COMPARISON_FIGURE_FILE = "comparison"  # + .html / .png
 FIXES_DIR = "methods"  # the fitted fixes of a comparison, one folder per method
 REPORT_FILE = "report.md"
+REPORT_HTML_FILE = "report.html"
 ABLATION_FILE = "ablation.csv"
 ADAPTER_FILE = "adapter.safetensors"
 ADAPTER_META_FILE = "adapter.json"

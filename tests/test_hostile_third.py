@@ -316,7 +316,7 @@ def test_one_threshold_check_for_cli_method_and_api(threshold, tiny, questions):
 
 
 def test_compare_recognises_the_same_data_whatever_its_spelling(data, tmp_path, monkeypatch):
-    from nasa_lens.jobs.debias import CompareConfig, load_compare_data
+    from nasa_lens.jobs.compare import CompareConfig, load_compare_data
 
     monkeypatch.chdir(tmp_path)
     for train, test in (("q.jsonl", str(data)), (str(data), "./q.jsonl"), ("arithmetic", "arithmetic:d2")):

@@ -9,13 +9,12 @@ from typing import Any
 import pandas as pd
 
 from nasa_lens.io import atomic_path, read_json
-from nasa_lens.vocab import ABLATION_FILE, CONDITION_LABELS_FILE, MANIFEST_FILE, REPORT_FILE, InputFileNotFoundError  # noqa: F401  (the study's names)
+from nasa_lens.vocab import ABLATION_FILE, CONDITION_LABELS_FILE, MANIFEST_FILE, REPORT_FILE, REPORT_HTML_FILE, InputFileNotFoundError  # noqa: F401  (the study's names)
 from nasa_lens.study.stages import StageOutput
 
 STAGE_ORDER: tuple[str, ...] = ("bias", "nas", "conditions", "ablation", "finetune", "after", "compare", "report")
 STAGES_DIR = "stages"
 RESULTS_FILE = "results.json"
-REPORT_HTML_FILE = "report.html"
 TIMINGS_FILE = "timings.json"
 LOCK_FILE = ".lock"  # held by the one run working in the folder
 
