@@ -47,7 +47,8 @@ from nasa_lens.causal.config import CausalError
 from nasa_lens.causal.patching import PairSet
 from nasa_lens.causal.runner import BatchRunner, percentile_interval
 from nasa_lens.heads import Head, HeadSpecError, check_receivers_after, format_head, parse_head
-from nasa_lens.interventions import check_heads, z_hook_name
+from nasa_lens.dla import original_module
+from nasa_lens.interventions import bridge_of, check_heads, z_hook_name
 from nasa_lens.io import atomic_path, read_json, write_json
 from nasa_lens.parallel import shows_progress
 from nasa_lens.prompts import build_batch
@@ -64,18 +65,10 @@ logger = logging.getLogger(__name__)
 Target = tuple[str, int, int]  # ("q"|"k"|"v", layer, head or kv head), ("mlp", layer, -1), ("direct", -1, -1)
 
 
-def _bridge(model: Any) -> Any:
-    return model.bridge if hasattr(model, "bridge") else model
-
-
-def _orig(module: Any) -> Any:
-    return getattr(module, "original_component", module)
-
-
 def sender_delta(model: LoadedModel, z_clean: Tensor, z_corr: Tensor, layer: int, head: int) -> Float[Tensor, "b pos d_model"]:
     """``(z_clean - z_corr)[..., head, :] @ W_O,head``: what the sender adds to the residual when it is patched
     from the clean run into the corrupted one (``z``: ``[b, pos, head, d_head]`` at ``blocks.{layer}.attn.hook_z``)."""
-    o = _orig(_bridge(model).blocks[layer].attn.o)
+    o = original_module(bridge_of(model).blocks[layer].attn.o)
     d_head = int(model.d_head)
     w = o.weight[:, head * d_head : (head + 1) * d_head]  # [d_model, d_head]
     return (z_clean[:, :, head] - z_corr[:, :, head]).to(w.dtype) @ w.T
@@ -83,7 +76,7 @@ def sender_delta(model: LoadedModel, z_clean: Tensor, z_corr: Tensor, layer: int
 
 def _path_hooks(model: LoadedModel, delta: Tensor, targets: Sequence[Target]) -> list[tuple[str, Any]]:
     """Forward hooks that add ``delta`` to the residual as each target reads it (and nowhere else)."""
-    bridge = _bridge(model)
+    bridge = bridge_of(model)
     n_heads, n_kv, d_head = int(model.n_heads), int(model.n_kv_heads), int(model.d_head)
     live: dict[int, Tensor] = {}
     by_layer: dict[int, dict[str, list[int]]] = {}
@@ -105,11 +98,11 @@ def _path_hooks(model: LoadedModel, delta: Tensor, targets: Sequence[Target]) ->
 
         hooks.append((f"blocks.{layer}.ln1.hook_in", grab))
         for kind, idxs in kinds.items():
-            proj = _orig(getattr(block.attn, kind))
+            proj = original_module(getattr(block.attn, kind))
             n_out = n_heads if kind == "q" else n_kv
 
             def patch(act: Tensor, hook: Any = None, layer: int = layer, proj: Any = proj, idxs: list[int] = idxs,
-                      n_out: int = n_out, norm: Any = _orig(block.ln1)) -> Tensor:
+                      n_out: int = n_out, norm: Any = original_module(block.ln1)) -> Tensor:
                 x = live[layer]
                 new = proj(norm(x + delta.to(x.dtype)))  # the adapter hooks on q/k projections run here too
                 new = einops.rearrange(new, "b pos (n d) -> b pos n d", n=n_out, d=d_head)
@@ -247,7 +240,7 @@ def _pair_batches(model: LoadedModel, pairs: PairSet, batch_size: int):
 def _z_cache(model: LoadedModel, batch: Any, layers: Sequence[int]) -> tuple[dict[int, Tensor], Tensor]:
     names = {z_hook_name(layer) for layer in layers}
     with torch.no_grad():
-        logits, cache = _bridge(model).run_with_cache(batch.input_ids, names_filter=lambda nm: nm in names, **batch.forward_kwargs())
+        logits, cache = bridge_of(model).run_with_cache(batch.input_ids, names_filter=lambda nm: nm in names, **batch.forward_kwargs())
     pair = logits[:, -1][:, [batch.answer_yes_id, batch.answer_no_id]].float()
     return {layer: cache[z_hook_name(layer)] for layer in layers}, pair
 
