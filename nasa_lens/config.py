@@ -585,21 +585,15 @@ def _to_toml(d: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-_OLD_NAMES = {
-    "DataConfig": "StudyDataConfig", "BiasConfig": "StudyBiasConfig", "NASSection": "StudyNASConfig",
-    "ConditionsConfig": "StudyConditionsConfig", "AblationConfig": "StudyAblationConfig",
-    "FinetuneConfig": "StudyFinetuneConfig", "CompareSection": "StudyCompareConfig", "ReportConfig": "StudyReportConfig",
-    "HTMLReportConfig": "StudyHTMLReportConfig",
-}
-"""The section classes' names before every config took the ``*Config`` suffix and the study's sections the
-``Study`` prefix (``AblationConfig`` was also the name of :class:`nasa_lens.causal.config.AblationConfig`)."""
+_OLD_NAMES = {old: f"Study{old.replace('Section', 'Config')}" for old in ("DataConfig", "BiasConfig", "NASSection", "ConditionsConfig",
+              "AblationConfig", "FinetuneConfig", "CompareSection", "ReportConfig", "HTMLReportConfig")}
+"""The sections' names before the ``Study*Config`` ones (``AblationConfig`` also named the causal one)."""
 
 
 def __getattr__(name: str) -> Any:
     if name in _OLD_NAMES:
         import warnings
 
-        new = _OLD_NAMES[name]
-        warnings.warn(f"nasa_lens.config.{name} is deprecated; use nasa_lens.config.{new}", DeprecationWarning, stacklevel=2)
-        return globals()[new]
+        warnings.warn(f"nasa_lens.config.{name} is deprecated; use nasa_lens.config.{_OLD_NAMES[name]}", DeprecationWarning, stacklevel=2)
+        return globals()[_OLD_NAMES[name]]
     raise AttributeError(f"module 'nasa_lens.config' has no attribute {name!r}")

@@ -374,3 +374,14 @@ def test_each_layer_imports_only_its_own_row_or_above(graph):
     upward = [f"{m} -> {t}" for m, deps in graph.items() if _layer(m) is not None
               for t in deps if _layer(t) is not None and _layer(t) > _layer(m)]
     assert upward == []
+
+
+def test_renamed_public_names_still_import_with_a_warning():
+    import nasa_lens.config as config
+    import nasa_lens.debias as debias
+
+    for old, new in (("AblationConfig", "StudyAblationConfig"), ("NASSection", "StudyNASConfig"), ("CompareSection", "StudyCompareConfig")):
+        with pytest.warns(DeprecationWarning, match=f"nasa_lens.config.{old} is deprecated; use nasa_lens.config.{new}"):
+            assert getattr(config, old) is getattr(config, new)
+    with pytest.warns(DeprecationWarning, match="use nasa_lens.debias.ComparisonResult"):
+        assert debias.FixComparison is debias.ComparisonResult

@@ -28,9 +28,9 @@ def full_pair(model, batch, hooks) -> torch.Tensor:
 def tiny64():
     """tiny-random in float64. The bridge computes the softmax in float32, so a left-padded batch turns the
     fully masked padding rows (-1.8e308 in float64) into -inf and NaN: float64 runs use unpadded batches."""
-    from nasa_lens.models import _boot, _smollm2_tokenizer, _tiny_random
+    from nasa_lens.models import _boot, _smollm2_tokenizer, tiny_random
 
-    return _boot("tiny-random", _tiny_random().to(torch.float64), _smollm2_tokenizer(), None, torch.float64, None, {},
+    return _boot("tiny-random", tiny_random().to(torch.float64), _smollm2_tokenizer(), None, torch.float64, None, {},
                  hub_name="tiny-random")
 
 

@@ -27,7 +27,7 @@ Layout follows TransformerLens ``patching.py``: generic runners (:class:`BatchRu
 format), error bars and p-values, ``save`` / ``load``. One validated config dataclass per procedure.
 
 Speed: forwards compute logits at the last position only (a hook on ``ln_final.hook_out`` keeps the last
-column, so the unembedding runs on one position). ``run_with_hooks(start_at_layer=l)`` (:class:`_BatchRunner`)
+column, so the unembedding runs on one position). ``run_with_hooks(start_at_layer=l)`` (:class:`BatchRunner`)
 swaps the cached residual in at block ``l`` but still runs blocks ``0..l-1``; the effect sweeps and
 :func:`head_set_effects` use :class:`SuffixRunner`, which calls the blocks from ``l`` on only (and, on the
 suffix, only its columns); both agree with a full forward to float32 rounding.

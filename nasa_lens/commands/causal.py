@@ -11,7 +11,7 @@ from nasa_lens.commands.common import add_data_args, add_model_args, add_out_arg
 from nasa_lens.commands.flags import add_config_flags, config_from_args
 from nasa_lens.commands.logs import progress_on
 from nasa_lens.commands.tables import add_json_flag, print_table, say
-from nasa_lens.jobs.causal import AblateJobConfig, PatchJobConfig, SweepJob
+from nasa_lens.jobs.causal import AblateJobConfig, PatchJobConfig, SweepJobConfig
 from nasa_lens.vocab import METRICS_FILE, PATCHING_FILE, PREDICTIONS_FILE, SWEEP_EFFECTS_FILE, SWEEP_EXAMPLES_FILE
 
 
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_data_args(p)
     add_config_flags(p, EffectSweepConfig)
-    add_config_flags(p, SweepJob)
+    add_config_flags(p, SweepJobConfig)
     add_out_arg(p, "folder for effects.csv, effects_by_example.csv, sweep.json and sweep_heatmap.html/.png")
     add_json_flag(p)
     p.set_defaults(func=_sweep)
@@ -74,7 +74,7 @@ def _sweep(args) -> int:
 
     cfg = config_from_args(EffectSweepConfig, args)
     out = Path(args.out)
-    result = run_sweep(cfg, out, model=model_spec(args), data=data_spec(args), job=config_from_args(SweepJob, args),
+    result = run_sweep(cfg, out, model=model_spec(args), data=data_spec(args), job=config_from_args(SweepJobConfig, args),
                        progress=progress_on(args))
     top = result.effects_frame().sort_values("effect_mean", ascending=False).head(10)
     say(args, f"{result.method} sweep ({result.mode}, positions {result.positions}) of {len(result.effects_frame())} heads "

@@ -15,7 +15,7 @@ from nasa_lens.vocab import PATCHING_HEATMAP_FILE, SWEEP_HEATMAP_FILE, SWEEP_PAR
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.causal import AblationResult, EffectSweepResult, PatchingResult
 
-__all__ = ["AblateJobConfig", "PatchJobConfig", "SweepJob", "run_ablate", "run_patch", "run_sweep"]
+__all__ = ["AblateJobConfig", "PatchJobConfig", "SweepJobConfig", "run_ablate", "run_patch", "run_sweep"]
 
 
 @dataclass
@@ -36,7 +36,7 @@ class PatchJobConfig:
 
 
 @dataclass
-class SweepJob:
+class SweepJobConfig:
     """What ``nasa-lens sweep`` writes besides the :class:`EffectSweepConfig` results."""
 
     png: bool = field(default=True, metadata={"help": "also write the heatmap as PNG (needs a Chromium)"})
@@ -118,7 +118,7 @@ def run_sweep(
     *,
     model: ModelConfig | Any,
     data: DataConfig | Any,
-    job: SweepJob | None = None,
+    job: SweepJobConfig | None = None,
     progress: bool = True,
 ) -> EffectSweepResult:
     """Sweep the heads of ``cfg`` and write ``effects.csv``, ``effects_by_example.csv``, ``sweep.json`` and the
@@ -134,7 +134,7 @@ def run_sweep(
     from nasa_lens.plots import save_figure
     from nasa_lens.plots.causal import effect_heatmap
 
-    job = job or SweepJob()
+    job = job or SweepJobConfig()
     out = check_out_dir(out_dir)
     spec = data if isinstance(data, DataConfig) else None
     data = data.load() if isinstance(data, DataConfig) else data
