@@ -56,6 +56,17 @@ def questions():
 
 
 @pytest.hookimpl(hookwrapper=True)
+@pytest.fixture()
+def no_model(monkeypatch):
+    """Fail the test's command if it loads a model: its error must come first."""
+    import nasa_lens.models as models
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(models, "load_model", refuse)
+
+
 def pytest_runtest_call(item):
     """After a test's own body, run its module's ``check_after_test(item)`` (if it defines one): a failed
     check fails THAT test (not a fixture teardown at the end of the module)."""

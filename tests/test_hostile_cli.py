@@ -9,35 +9,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from nasa_lens.cli import main
 from nasa_lens.datasets import Example, write_jsonl
 
+from cli_helpers import one_line_error as _err  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture()
-def no_model(monkeypatch):
-    """Fail the test's command if it loads a model: its error must come first."""
-    import nasa_lens.models as models
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the bad input was reported")
-
-    monkeypatch.setattr(models, "load_model", refuse)
 
 
 @pytest.fixture()
 def data(tmp_path) -> Path:
     return write_jsonl(tmp_path / "q.jsonl", [Example(f"Is {i} even?", "yes" if i % 2 == 0 else "no", f"q{i}") for i in range(8)])
 
-
-def _err(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def _commands(data: Path, out: Path) -> dict[str, list[str]]:

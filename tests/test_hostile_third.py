@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import errno
 import json
-import math
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,30 +19,16 @@ import nasa_lens as nl
 from nasa_lens.cli import main
 from nasa_lens.datasets import Example, write_jsonl
 
+from cli_helpers import one_line_error as _err  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--model", "tiny-random"]
-
-
-@pytest.fixture()
-def no_model(monkeypatch):
-    """Fail the test's command if it loads a model: its error must come first."""
-    import nasa_lens.models as models
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the bad input was reported")
-
-    monkeypatch.setattr(models, "load_model", refuse)
 
 
 @pytest.fixture()
 def data(tmp_path) -> Path:
     return write_jsonl(tmp_path / "q.jsonl", [Example(f"Is {i} even?", "yes" if i % 2 == 0 else "no", f"q{i}") for i in range(40)])
 
-
-def _err(capsys) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    return err
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str]:
