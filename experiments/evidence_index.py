@@ -126,6 +126,47 @@ def order_causal_claims() -> None:
                 claim(f"order causal {fmt} random: {k} {stat}", f, ORDER_CAUSAL, k, q, stat, "{:+.2f}")
 
 
+NULLS = f"{D}/nulls_smollm2_strategyqa-test64_zero_after"
+NULLS_CMD = ("python experiments/headset_nulls.py --n 64 --rank-n 100 --sets 100 "
+             "--out figures/data/nulls_smollm2_strategyqa-test64_zero_after")
+SWEEP = f"{D}/sweep_smollm2_strategyqa-test200_zero_after"
+SWEEP_RUN = ("nasa-lens sweep --data strategyqa --split test --limit 200 --mode zero --positions after "
+             "--out figures/data/sweep_smollm2_strategyqa-test200_zero_after")
+ATTR = f"{D}/sweep_smollm2_strategyqa-test200_attribution"
+ATTR_RUN = ("nasa-lens sweep --data strategyqa --split test --limit 200 --mode zero --positions after --method attribution "
+            "--no-png --out figures/data/sweep_smollm2_strategyqa-test200_attribution")
+SWEEP_CMD = ("python experiments/sweep_scores.py --sweep figures/data/sweep_smollm2_strategyqa-test200_zero_after "
+             "--nas figures/data/scans/smollm2-135m-instruct_strategyqa-test200_yes-no/nas.csv "
+             "--attribution figures/data/sweep_smollm2_strategyqa-test200_attribution/effects.csv")
+
+
+def null_claims() -> None:
+    """Head-level nulls: the top-k NAS set among 100 random sets of k heads (issue #20 item 3)."""
+    f = f"{NULLS}/null_summary.csv"
+    claim("nulls: random sets per k", f, NULLS_CMD, "n_random", "k == 1", "value", "{:.0f}")
+    claim("nulls: test questions", f"{NULLS}/null.csv", NULLS_CMD, "n", "k == 1 and set == 'nas'", "value", "{:.0f}")
+    for k in (1, 2, 4, 8, 16):
+        q = f"k == {k}"
+        for col, fmt in (("nas_yes_rate_delta", "{:+.3f}"), ("random_yes_rate_delta_mean", "{:+.3f}"),
+                         ("random_yes_rate_delta_hi", "{:+.3f}"), ("p_yes_rate_delta", "{:.3f}"),
+                         ("nas_mean_effect", "{:+.3f}"), ("p_mean_effect", "{:.3f}")):
+            claim(f"nulls k={k}: {col}", f, NULLS_CMD, col, q, "value", fmt)
+
+
+def sweep_claims() -> None:
+    """The exact single-head sweep on 200 StrategyQA test questions, and NAS against it (issue #20 item 2)."""
+    claim("sweep: heads", f"{SWEEP}/effects.csv", SWEEP_RUN, "layer", "", "count", "{:.0f}")  # listed first: run first
+    claim("sweep: questions", f"{SWEEP}/effects.csv", SWEEP_RUN, "n", "layer == 0 and head == 0", "value", "{:.0f}")
+    claim("attribution sweep: heads", f"{ATTR}/effects.csv", ATTR_RUN, "layer", "", "count", "{:.0f}")
+    f = f"{SWEEP}/sweep_vs_scores.csv"
+    for r in (1, 2, 3):
+        claim(f"sweep: rank {r} head", f, SWEEP_CMD, "", f"rank_effect == {r}", "head", "head")
+        claim(f"sweep: rank {r} effect", f, SWEEP_CMD, "effect_mean", f"rank_effect == {r}", "value", "{:+.2f}")
+    claim("sweep: NAS rank 1 head's effect rank", f, SWEEP_CMD, "rank_effect", "layer == 16 and head == 0", "value", "{:.0f}")
+    claim("sweep: Spearman effect vs NAS", f, SWEEP_CMD, "effect_mean", "", "spearman:nas_mean", "{:+.2f}")
+    claim("sweep: Spearman effect vs attribution", f, SWEEP_CMD, "effect_mean", "", "spearman:attribution", "{:+.2f}")
+
+
 def build() -> None:
     for m in (SMOL, GEMMA):
         bias_claims(m, SQA)
@@ -149,6 +190,9 @@ def build() -> None:
     for m in (SMOL, GEMMA):
         order_claims(m)
     order_causal_claims()
+    null_claims()
+    if (ROOT / SWEEP / "sweep_vs_scores.csv").exists():
+        sweep_claims()
     claim("make results: minutes", f"{D}/runtimes.csv", TABLES, "minutes", "", "sum", "{:.0f}")
 
 
