@@ -141,7 +141,9 @@ def _eval(tmp_path, *before: str, out: str = "o") -> int:
 
 def test_quiet_silences_the_bars_and_log_file_keeps_a_log(tmp_path, capsys) -> None:
     assert _eval(tmp_path) == 0
-    assert re.search(r"eval: +100%\|", capsys.readouterr().err)  # the bar, without -q
+    # the bar, without -q (it is cleared when done: whether its 100% state was drawn depends on the machine's speed,
+    # tqdm redraws at most every 0.1 s, so any drawn state counts)
+    assert re.search(r"eval: +\d+%\|", capsys.readouterr().err)
     log = tmp_path / "logs" / "run.log"
     assert _eval(tmp_path, "-q", "--log-file", str(log), out="o2") == 0
     captured = capsys.readouterr()
@@ -177,7 +179,8 @@ def test_study_shows_overall_and_stage_bars(tmp_path, capsys) -> None:
     assert main(["study", "--quick", *TINY_STUDY, "--out", out]) == 0
     err = capsys.readouterr().err
     assert re.search(r"study: 100%\|[^\n\r]*\| 7/7 ", err)  # overall: stages done of all
-    assert re.search(r"eval: +100%\|", err) and re.search(r"NAS[^\n\r]*100%\|", err)  # the stages' own bars
+    # the stages' own bars (cleared when done, so any drawn state counts: see the test above)
+    assert re.search(r"eval: +\d+%\|", err) and re.search(r"NAS[^\n\r]*\d+%\|", err)
     assert main(["-q", "study", "--quick", *TINY_STUDY, "--out", out, "--json"]) == 0  # cached: instant
     captured = capsys.readouterr()
     assert "%|" not in captured.err
