@@ -192,6 +192,20 @@ def test_every_flag_default_is_its_config_default():
     assert checked > 60
 
 
+def test_every_flag_help_says_what_the_flag_does():
+    """No flag's help defers to somewhere else ("as usual", "as in ...") or leaks docstring markup: each is its
+    own sentence, one per field (a grouped ``a, b: as usual`` docstring entry gave three flags the same text)."""
+    from nasa_lens.cli import build_parser
+
+    bad = []
+    for name, sub in _subparsers(build_parser()):
+        for action in sub._actions:
+            text = action.help or ""
+            if any(s in text for s in ("as usual", "as in ", ":func:", ":class:", "``")):
+                bad.append(f"{name} {'/'.join(action.option_strings)}: {text}")
+    assert not bad, "\n".join(bad)
+
+
 def test_flags_helper_types_and_round_trip():
     import argparse
     from dataclasses import dataclass, field

@@ -38,7 +38,10 @@ class AblationConfig:
         format: prompt format preset.
         positions: ``all`` (every position), ``after`` (the suffix: after the later candidate through the
             answer) or ``last`` (the answer position); only the columns the ablation can change are recomputed.
-        batch_size, n_boot, seed, threshold: as in :func:`nasa_lens.evaluate.evaluate`.
+        batch_size: examples per forward.
+        n_boot: bootstrap resamples per interval (examples resampled).
+        seed: seed of the bootstrap, the random head sets and the resample sources.
+        threshold: ``p_yes > threshold`` means "yes".
         pool_size: reference examples kept whole for resample ablation.
     """
 
@@ -105,7 +108,11 @@ class AblationCurveConfig:
         n_perm: permutation draws for the top-k (and bottom-k) vs random p-value.
         positions: where the heads are ablated: ``all``, ``after`` (the suffix) or ``last`` (see
             :class:`AblationConfig`).
-        seed, batch_size, threshold, format, pool_size: as usual.
+        seed: seed of the bootstrap, the permutations, the random head sets and the resample sources.
+        batch_size: examples per forward.
+        threshold: ``p_yes > threshold`` means "yes".
+        format: prompt format preset.
+        pool_size: reference examples kept whole for resample ablation.
     """
 
     ks: tuple[int, ...] = (1, 2, 4, 8, 16)
@@ -160,7 +167,10 @@ class EffectSweepConfig:
         positions: ``after`` (ablate the suffix: after the later candidate through the answer; the suffix
             runner recomputes only those columns) or ``all`` (every position).
         heads: ``all`` or a head spec ``L.H,L.H`` / ``random:K[:SEED]`` (the heads to sweep).
-        batch_size, format, pool_size, seed: as usual (seed picks resample sources and random heads).
+        batch_size: examples per forward.
+        format: prompt format preset.
+        pool_size: reference examples kept whole for resample ablation.
+        seed: seed of the resample sources and of random head sets.
     """
 
     method: str = "exact"
@@ -204,7 +214,11 @@ class PatchingConfig:
             generator with the same token length and opposite gold labels).
         what: ``z`` (head output) or ``pattern`` (attention pattern).
         max_pairs: use at most this many pairs (None: all).
-        format, batch_size, n_boot, n_perm, seed: as usual.
+        format: prompt format preset.
+        batch_size: examples per forward.
+        n_boot: bootstrap resamples per interval (pairs resampled).
+        n_perm: permutation draws per p-value.
+        seed: seed of the pairing, the bootstrap and the permutations.
     """
 
     pairs: str = "swap"
