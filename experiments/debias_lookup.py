@@ -11,8 +11,14 @@ seed in ``--seeds``; ``random`` (NASA on as many random heads, lambda 0) draws i
 ``--seeds 0 1 2`` gives three random-head draws. Fixes without a seed-dependent fit (``base``, ``threshold``,
 ``knockout``, ``steer``, ``random-knockout``) run with the first seed only (``--once``).
 
+``--tests`` adds test sets beyond the lookup test split (registry names, each its test split, ``--test-limit``
+label-balanced questions, seed 0): with ``--train strategyqa`` the cross-domain rows (StrategyQA -> lookup,
+BoolQ, GSM8K-verify).
+
 Writes ``OUT/comparison.csv`` (``nasa_lens.debias.compare_fixes`` rows plus ``model``, ``seed``, ``train``,
-``lambda_nas``, ``steps``), rewritten after every seed, and ``OUT/run.json`` (the command, sizes, run time).
+``lambda_nas``, ``steps``), ``OUT/predictions.csv.gz`` (every fix's answer to every test question:
+``model,train,seed`` and :data:`nasa_lens.debias.PREDICTION_COLUMNS`, from which paired differences between
+fixes are computed), both rewritten after every seed, and ``OUT/run.json`` (the command, sizes, run time).
 
 Run: ``python experiments/debias_lookup.py --out figures/data/debias_smollm2_lookup``
 """
@@ -51,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-generated", type=int, default=590, help="lookup questions generated (d1 has 594 distinct)")
     ap.add_argument("--test-fraction", type=float, default=0.4)
     ap.add_argument("--test-limit", type=int, default=200)
+    ap.add_argument("--tests", default="", help="more test sets (registry names, their test split), comma-separated")
     ap.add_argument("--train-limit", type=int, default=None)
     ap.add_argument("--once", default="base,threshold")
     ap.add_argument("--extra", default="knockout,steer,random-knockout", help="fixes run last, with the first seed")
@@ -80,15 +87,18 @@ def main(argv: list[str] | None = None) -> int:
     lk = dict(difficulty=args.difficulty, n=args.n_generated, test_fraction=args.test_fraction)
     test = load_dataset("lookup", split="test", limit=args.test_limit, seed=0, **lk)
     test_name = f"lookup-d{args.difficulty}-test"
+    test_sets = {test_name: test}
+    for name in filter(None, args.tests.split(",")):
+        test_sets[f"{name}-test"] = load_dataset(name, split="test", limit=args.test_limit, seed=0)
     if args.train == "lookup":
         train = list(load_dataset("lookup", split="train", limit=args.train_limit, seed=0, **lk))
     else:
         train = list(load_dataset(args.train, split="train", limit=args.train_limit or 200, seed=0))
-    log.info("train %s: %d; test %s: %d", args.train, len(train), test_name, len(test))
+    log.info("train %s: %d; test %s", args.train, len(train), {k: len(v) for k, v in test_sets.items()})
     model = load_model(args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    frames = []
+    frames, predictions = [], []
     nasa_heads = None
     if args.lambdas:
         from nasa_lens.finetune import nas_ranking
@@ -109,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.random:
                 fixes.append(make_method("random", **{**opts["random"], "val_fraction": args.val_fraction}))
         torch.manual_seed(seed)
-        res = compare_fixes(model, train, {test_name: test}, fixes, n_boot=args.n_boot, seed=seed,
+        res = compare_fixes(model, train, test_sets, fixes, n_boot=args.n_boot, seed=seed,
                             partial=out / f"partial_{i}.csv")
         f = res.frame.copy()
         f.insert(0, "seed", seed)
@@ -119,12 +129,19 @@ def main(argv: list[str] | None = None) -> int:
                            for m in f.method]
         f["steps"] = [args.steps if m.startswith(("nasa", "random")) and m != "random-knockout" else 0 for m in f.method]
         frames.append(f)
+        pred = res.predictions.copy()
+        pred.insert(0, "seed", seed)
+        pred.insert(0, "train", f"{args.train}-train")
+        pred.insert(0, "model", model.name)
+        predictions.append(pred)
         with atomic_path(out / "comparison.csv") as tmp:
             pd.concat(frames).to_csv(tmp, index=False, float_format="%.6g")
+        with atomic_path(out / "predictions.csv.gz") as tmp:
+            pd.concat(predictions).to_csv(tmp, index=False, float_format="%.6g", compression={"method": "gzip", "mtime": 0})
         (out / f"partial_{i}.csv").unlink(missing_ok=True)
         log.info("run %d of %d done (seed %d) after %.0f s", i + 1, len(runs), seed, time.time() - t0)
         write_json(out / "run.json", {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
-                                      "n_train": len(train), "n_test": len(test), "runs_done": [[s, "extra" if f is None else "seed"] for s, f in runs[: i + 1]],
+                                      "n_train": len(train), "n_test": {k: len(v) for k, v in test_sets.items()}, "runs_done": [[s, "extra" if f is None else "seed"] for s, f in runs[: i + 1]],
                                       "seconds": round(time.time() - t0, 1), "threads": args.threads})
     print(pd.concat(frames)[["model", "seed", "method", "n", "accuracy", "accuracy_lo", "accuracy_hi", "yes_rate", "auroc"]]
           .to_string(index=False))

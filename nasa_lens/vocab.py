@@ -142,6 +142,7 @@ SWEEP_PARTIAL_DIR = "sweep.partial"  # per-batch, per-layer results of an unfini
 PATHS_FILE = "paths"  # + .csv / .npz / .json
 COMPARISON_FILE = "comparison.csv"  # the de-biasing comparison table (one row per method and test set)
 COMPARISON_META_FILE = "comparison.json"
+COMPARISON_PREDICTIONS_FILE = "comparison_predictions.csv.gz"  # per question: method, dataset, id, label, p_yes, logit_diff, threshold
 COMPARISON_PARTIAL_FILE = "comparison.partial.csv"  # the rows so far of a comparison still running
 COMPARISON_FIGURE_FILE = "comparison"  # + .html / .png
 FIXES_DIR = "methods"  # the fitted fixes of a comparison, one folder per method

@@ -250,6 +250,49 @@ def test_compare_base_rows_equal_nasa_lens_eval(compare_out, tmp_path):
             assert got2[k] == pytest.approx(df.loc[("steer", ds)][k], abs=1e-12), k
 
 
+def test_compare_writes_per_question_predictions_and_paired_differences(compare_out):
+    """comparison_predictions.csv.gz holds every fix's answer to every test question; the table's metrics
+    recompute from it, and a paired difference is the difference of the two fixes' metrics on those questions."""
+    from nasa_lens.debias import ComparisonResult
+    from nasa_lens.evaluate import bias_metrics
+
+    res = ComparisonResult.load(compare_out)
+    pred, table = res.predictions, res.frame.set_index(["method", "dataset"])
+    assert len(pred) == table.n.sum() == 6 * 12
+    for (method, dataset), rows in pred.groupby(["method", "dataset"]):
+        m = bias_metrics(rows.label.to_numpy(int), rows.p_yes.to_numpy(float), float(rows.threshold.iloc[0]))
+        for k in ("accuracy", "yes_rate", "auroc"):
+            assert m[k] == pytest.approx(table.loc[(method, dataset)][k], abs=1e-6), (method, dataset, k)
+    d = res.paired("threshold", "base", "arithmetic", "yes_rate", n_boot=200)
+    want = table.loc[("threshold", "arithmetic")].yes_rate - table.loc[("base", "arithmetic")].yes_rate
+    assert d["diff"] == pytest.approx(want, abs=1e-6) and d["n"] == 12 and d["lo"] <= d["diff"] <= d["hi"]
+    same = res.paired("steer", "steer", "comparison", n_boot=50)
+    assert same["diff"] == same["lo"] == same["hi"] == 0 and same["p"] == 1
+    with pytest.raises(Exception, match="no predictions of 'nasa'"):
+        res.paired("nasa", "base", "arithmetic")
+
+
+def test_paired_difference_is_narrower_than_two_separate_intervals():
+    """Two predictors that agree on most questions: the paired interval of their accuracy difference excludes 0
+    while the unpaired intervals of their accuracies overlap."""
+    from nasa_lens.evaluate import bootstrap_ci, paired_difference
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    a = np.where(rng.random(200) < 0.75, y, 1 - y).astype(float)  # ~75% right
+    b = a.copy()
+    flip = np.flatnonzero(a == y)[:12]  # b is wrong on 12 questions a gets right, the same elsewhere
+    b[flip] = 1 - b[flip]
+    d = paired_difference(y, a, b, n_boot=500)
+    assert d["diff"] == pytest.approx(12 / 200) and d["lo"] > 0 and d["p"] < 0.01
+    ca, cb = bootstrap_ci(y, a, n_boot=500)["accuracy"], bootstrap_ci(y, b, n_boot=500)["accuracy"]
+    assert ca[0] < cb[1]  # the separate intervals overlap
+    with pytest.raises(Exception, match="same questions"):
+        paired_difference(y, a, b[:5])
+    with pytest.raises(Exception, match="unknown metric"):
+        paired_difference(y, a, b, metric="acc")
+
+
 def test_compare_warns_when_a_test_set_is_a_training_set():
     from nasa_lens.jobs.compare import CompareConfig, load_compare_data
 

@@ -21,11 +21,13 @@ from nasa_lens.debias.compare import (
     BASELINE_METHODS,
     COMPARE_METRICS,
     DEFAULT_METHODS,
+    PREDICTION_COLUMNS,
     ComparisonResult,
     build_fixes,
     compare_fixes,
     compare_methods,
     comparison_columns,
+    paired_from_predictions,
 )
 from nasa_lens.debias.threshold import fit_threshold
 
@@ -34,6 +36,7 @@ __all__ = [
     "BASELINE_METHODS",
     "COMPARE_METRICS",
     "DEFAULT_METHODS",
+    "PREDICTION_COLUMNS",
     "ComparisonResult",
     "DebiasError",
     "DebiasMethod",
@@ -45,6 +48,7 @@ __all__ = [
     "load_method",
     "make_method",
     "method_names",
+    "paired_from_predictions",
     "read_method_meta",
 ]
 

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from nasa_lens.debias.base import METHODS, DebiasError, DebiasMethod, make_method
 from nasa_lens.evaluate import METRIC_KEYS
 from nasa_lens.io import atomic_path, read_json, write_json, write_text
-from nasa_lens.vocab import COMPARISON_FILE, COMPARISON_META_FILE, DEBIAS_METHODS, FIXES_DIR, REPORT_FILE
+from nasa_lens.vocab import COMPARISON_FILE, COMPARISON_META_FILE, COMPARISON_PREDICTIONS_FILE, DEBIAS_METHODS, FIXES_DIR, REPORT_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     from nasa_lens.finetune import NASAConfig, TrainResult
@@ -104,10 +104,16 @@ class ComparisonResult:
     frame: pd.DataFrame
     fixes: dict[str, DebiasMethod] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    predictions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PREDICTION_COLUMNS))
 
     def to_dataframe(self) -> pd.DataFrame:
         """Long format: one row per (method, dataset, metric), :data:`LONG_COLUMNS` (see :func:`long_frame`)."""
         return long_frame(self.frame)
+
+    def paired(self, a: str, b: str, dataset: str, metric: str = "accuracy", *, n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+        """``metric`` of fix ``a`` minus fix ``b`` on the same questions of ``dataset``, with a paired bootstrap
+        (:func:`nasa_lens.evaluate.paired_difference`; each fix at its own threshold)."""
+        return paired_from_predictions(self.predictions, a, b, dataset, metric, n_boot=n_boot, seed=seed)
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -139,6 +145,9 @@ class ComparisonResult:
         with atomic_path(out / COMPARISON_FILE) as tmp:
             self.frame.to_csv(tmp, index=False)
         write_json(out / COMPARISON_META_FILE, self.meta)
+        if len(self.predictions):
+            with atomic_path(out / COMPARISON_PREDICTIONS_FILE) as tmp:
+                self.predictions.to_csv(tmp, index=False, float_format="%.6g", compression={"method": "gzip", "mtime": 0})
         for name, fix in self.fixes.items():
             fix.save(out / FIXES_DIR / name)
         return out
@@ -151,7 +160,9 @@ class ComparisonResult:
             raise DebiasError(f"{out} holds no {COMPARISON_FILE}")
         meta = read_json(out / COMPARISON_META_FILE) if (out / COMPARISON_META_FILE).is_file() else {}
         frame = pd.read_csv(out / COMPARISON_FILE, dtype={"method": str, "dataset": str, "heads": str})
-        return cls(frame=frame, meta=meta)
+        pred = out / COMPARISON_PREDICTIONS_FILE
+        predictions = pd.read_csv(pred, dtype={"id": str}) if pred.is_file() else pd.DataFrame(columns=PREDICTION_COLUMNS)
+        return cls(frame=frame, meta=meta, predictions=predictions)
 
     def report(self, command: str = "") -> str:
         """A short markdown report: the setup, one table per test set, and the fitted heads."""
@@ -211,6 +222,38 @@ def build_fixes(methods: Sequence[str | DebiasMethod], options: Mapping[str, Map
             raise DebiasError(f"method {fix.name!r} named twice")
         out[fix.name] = fix
     return out
+
+
+PREDICTION_COLUMNS = ("method", "dataset", "id", "label", "p_yes", "logit_diff", "threshold")
+"""The columns of ``comparison_predictions.csv.gz``: one row per fix, test set and question (label 1 = yes)."""
+
+
+def prediction_rows(method: str, dataset: str, res: Any, threshold: float) -> pd.DataFrame:
+    """One fix's per-question results on one test set, in :data:`PREDICTION_COLUMNS`."""
+    return pd.DataFrame({"method": method, "dataset": dataset, "id": list(res.ids), "label": np.asarray(res.labels, int),
+                         "p_yes": np.asarray(res.p_yes, float), "logit_diff": np.asarray(res.logit_diff, float),
+                         "threshold": float(threshold)}, columns=list(PREDICTION_COLUMNS))
+
+
+def paired_from_predictions(predictions: pd.DataFrame, a: str, b: str, dataset: str, metric: str = "accuracy", *,
+                            n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
+    """Fix ``a`` minus fix ``b`` on ``dataset`` from per-question predictions (:data:`PREDICTION_COLUMNS`):
+    the questions both answered, matched by id, each fix at its own threshold."""
+    from nasa_lens.evaluate import paired_difference
+
+    sides = []
+    for m in (a, b):
+        rows = predictions[(predictions["method"] == m) & (predictions["dataset"] == dataset)]
+        if rows.empty:
+            raise DebiasError(f"no predictions of {m!r} on {dataset!r} (have: {sorted(set(predictions['method']))})")
+        sides.append(rows.drop_duplicates("id").set_index("id"))
+    ids = sides[0].index.intersection(sides[1].index, sort=False)
+    if not len(ids):
+        raise DebiasError(f"{a!r} and {b!r} share no question on {dataset!r}")
+    pa, pb = (s.loc[ids] for s in sides)
+    return paired_difference(pa["label"].to_numpy(int), pa["p_yes"].to_numpy(float), pb["p_yes"].to_numpy(float),
+                             threshold_a=float(pa["threshold"].iloc[0]), threshold_b=float(pb["threshold"].iloc[0]),
+                             metric=metric, n_boot=n_boot, seed=seed)
 
 
 def _mean_ci(values: np.ndarray | None) -> tuple[float, float, float]:
@@ -287,6 +330,7 @@ def compare_fixes(
         raise DebiasError(f"nas_sets names no test set: {', '.join(map(repr, unknown))}")
     fmt = PromptFormat.named(format)
     rows: list[dict[str, Any]] = []
+    predictions: list[pd.DataFrame] = []
     clean: dict[str, Any] = {}
     clean_checks: dict[str, np.ndarray | None] = {}
 
@@ -324,6 +368,7 @@ def compare_fixes(
                 r = result_from_predictions(res.ids, res.labels, res.p_yes, res.logit_diff, threshold=fix.threshold, n_boot=n_boot,
                                             seed=seed, model=res.model, dataset=res.dataset, format=res.format)
                 rows.append(_row(name, ds_name, r, fix, clean_checks))
+                predictions.append(prediction_rows(name, ds_name, r, fix.threshold))
             write_partial()
             overall.update()
             continue
@@ -336,6 +381,7 @@ def compare_fixes(
         for ds_name, res in results.items():
             per_set = {"nas_heads_before": before.get(ds_name), "nas_heads_after": after.get(ds_name)}
             rows.append(_row(name, ds_name, res, fix, {**checks, **per_set}))
+            predictions.append(prediction_rows(name, ds_name, res, fix.threshold))
         logger.info("compare: %s done", name)
         write_partial()
         overall.update()
@@ -356,7 +402,8 @@ def compare_fixes(
         "seed": seed,
         "n_boot": n_boot,
     }
-    return ComparisonResult(frame=frame, fixes=fixes, meta=meta)
+    pred = pd.concat(predictions, ignore_index=True) if predictions else pd.DataFrame(columns=PREDICTION_COLUMNS)
+    return ComparisonResult(frame=frame, fixes=fixes, meta=meta, predictions=pred)
 
 
 def baseline_fix(name: str, config: NASAConfig, *, ranking: np.ndarray | None = None, random_seed: int = 0,
