@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from nasa_lens.datasets import load_dataset
     from nasa_lens.debias import compare_fixes, make_method
     from nasa_lens.debias.compare import method_options
-    from nasa_lens.io import atomic_path, write_json
+    from nasa_lens.io import atomic_path, write_csv_gz, write_json
     from nasa_lens.models import load_model
 
     t0 = time.time()
@@ -136,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         predictions.append(pred)
         with atomic_path(out / "comparison.csv") as tmp:
             pd.concat(frames).to_csv(tmp, index=False, float_format="%.6g")
-        with atomic_path(out / "predictions.csv.gz") as tmp:
-            pd.concat(predictions).to_csv(tmp, index=False, float_format="%.6g", compression={"method": "gzip", "mtime": 0})
+        write_csv_gz(out / "predictions.csv.gz", pd.concat(predictions))
         (out / f"partial_{i}.csv").unlink(missing_ok=True)
         log.info("run %d of %d done (seed %d) after %.0f s", i + 1, len(runs), seed, time.time() - t0)
         write_json(out / "run.json", {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv),

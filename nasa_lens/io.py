@@ -30,7 +30,7 @@ from nasa_lens.vocab import REPORT_HTML_FILE, NasaLensError
 
 __all__ = [
     "cache_dir", "cache_writable", "check_cache_writable", "CacheDirError", "atomic_path", "atomic_dir", "write_text",
-    "write_json", "read_json", "file_lock", "FolderInUseError", "pid_alive", "fault_point", "remove_stale_temporaries",
+    "write_json", "write_csv_gz", "read_json", "file_lock", "FolderInUseError", "pid_alive", "fault_point", "remove_stale_temporaries",
     "OutputDirError", "check_out_dir", "check_out_file", "atomic_output",
 ]
 
@@ -185,6 +185,18 @@ def write_text(target: str | os.PathLike[str], text: str) -> Path:
 def write_json(target: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON to ``target`` atomically (NaN written as null)."""
     return write_text(target, json.dumps(_finite(obj), indent=2, sort_keys=False) + "\n")
+
+
+def write_csv_gz(target: str | os.PathLike[str], frame: Any, *, float_format: str | None = "%.6g") -> Path:
+    """Write a pandas ``frame`` (no index) to ``target`` as gzip CSV, atomically and byte-stable: the gzip
+    header holds no file name and no time, so the same frame gives the same bytes (a committed file changes in
+    git only when its numbers do)."""
+    import gzip
+
+    text = frame.to_csv(index=False, float_format=float_format)
+    with atomic_path(target) as tmp, open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+        gz.write(text.encode("utf-8"))
+    return Path(target)
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -12,6 +12,14 @@ that wrote the file; ``make results`` runs each), then the recomputation spec: `
 * ``delta``: ``filter`` is ``A ;; B``: mean of ``column`` over rows ``A`` minus over rows ``B``
 * ``head``: exactly one row; ``"{layer}.{head}"``
 * ``pearson:OTHER``, ``spearman:OTHER``: correlation of ``column`` with ``OTHER`` over the filtered rows
+* ``spearman_q:OTHER``, ``spearman_q_lo:OTHER``, ``spearman_q_hi:OTHER``: the file holds ``id,layer,head``
+  rows (one per question and head); the Spearman, over heads, between the per-head means of ``column`` and
+  ``OTHER``, and its 95% bootstrap bounds over questions (``nasa_lens.causal.bootstrap_rank_correlation``,
+  1000 resamples, seed 0)
+* ``paired``, ``paired_lo``, ``paired_hi``, ``paired_p``: ``filter`` is ``A ;; B``, two selections of a
+  per-question predictions file (``id,label,p_yes,threshold``); ``column`` (a bias metric) of A minus B on the
+  questions both hold, with its 95% paired bootstrap bounds and two-sided p
+  (``nasa_lens.evaluate.paired_difference``, 1000 resamples, seed 0; each side at its own threshold)
 * ``metric``, ``metric_lo``, ``metric_hi``: ``column`` names a bias metric; recomputed (point value or 95%
   bootstrap bound, 1000 resamples, seed 0, threshold 0.5: what ``nasa-lens eval`` reports) from a
   ``predictions.csv`` (``label``, ``p_yes``, ``logit_diff``) with ``nasa_lens.evaluate.result_from_predictions``
@@ -84,10 +92,38 @@ def _eval_result(file: str, filt: str):
                                    sub["logit_diff"].to_numpy(float), n_boot=1000, seed=0)
 
 
+@functools.lru_cache(maxsize=None)
+def _rank_ci(file: str, filt: str, col: str, other: str) -> dict[str, float]:
+    """The bootstrap over questions of Spearman(per-head mean of ``col``, of ``other``) (cached per file and pair)."""
+    from nasa_lens.causal import bootstrap_rank_correlation
+
+    df = _frame(file)
+    sub = df.query(filt) if filt else df
+    wide = [sub.pivot(index="id", columns=["layer", "head"], values=c).sort_index(axis=1).to_numpy() for c in (col, other)]
+    return bootstrap_rank_correlation(*wide, n_boot=1000, seed=0)
+
+
+@functools.lru_cache(maxsize=None)
+def _paired(file: str, filt: str, col: str) -> dict[str, float]:
+    """A paired difference of two selections of a predictions file (cached per file, filter and metric)."""
+    from nasa_lens.evaluate import paired_difference
+
+    df = _frame(file)
+    a, b = (df.query(f.strip()).drop_duplicates("id").set_index("id") for f in filt.split(";;"))
+    ids = a.index.intersection(b.index, sort=False)
+    assert len(ids), f"{filt}: the two selections share no question"
+    a, b = a.loc[ids], b.loc[ids]
+    return paired_difference(a["label"].to_numpy(int), a["p_yes"].to_numpy(float), b["p_yes"].to_numpy(float),
+                             threshold_a=float(a["threshold"].iloc[0]), threshold_b=float(b["threshold"].iloc[0]),
+                             metric=col, n_boot=1000, seed=0)
+
+
 def recompute(row: dict[str, str]) -> float | str:
     """The claim's number (or head name) recomputed from its file by its spec."""
     df = _frame(row["file"]).copy()
     col, filt, stat = row["column"], row["filter"].strip(), row["stat"]
+    if stat in ("paired", "paired_lo", "paired_hi", "paired_p"):
+        return _paired(row["file"], filt, col)[{"paired": "diff"}.get(stat, stat.removeprefix("paired_"))]
     if stat == "delta":
         a, b = (f.strip() for f in filt.split(";;"))
         return float(df.query(a)[col].mean() - df.query(b)[col].mean())
@@ -102,6 +138,9 @@ def recompute(row: dict[str, str]) -> float | str:
         return float(sub[col].nunique())
     if stat in ("mean", "median", "min", "max", "sum"):
         return float(getattr(sub[col], stat)())
+    if stat.startswith(("spearman_q:", "spearman_q_lo:", "spearman_q_hi:")):
+        which, other = stat.split(":", 1)
+        return _rank_ci(row["file"], filt, col, other)[{"spearman_q": "spearman", "spearman_q_lo": "lo", "spearman_q_hi": "hi"}[which]]
     if stat.startswith(("pearson:", "spearman:")):
         method, other = stat.split(":", 1)
         return float(sub[col].corr(sub[other], method=method))

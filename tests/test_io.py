@@ -68,3 +68,24 @@ def test_atomic_files_follow_the_umask(tmp_path):
     from nasa_lens import io
 
     assert path.stat().st_mode & 0o777 == 0o666 & ~io._UMASK
+
+
+def test_write_csv_gz_is_byte_stable_and_round_trips(tmp_path):
+    """The same frame gives the same bytes whatever the time and the target's name (no name or time in the
+    gzip header), and reads back equal."""
+    import gzip
+    import time
+
+    import pandas as pd
+
+    from nasa_lens.io import write_csv_gz
+
+    frame = pd.DataFrame({"id": ["a", "b"], "x": [0.1234567, -2.0]})
+    write_csv_gz(tmp_path / "one.csv.gz", frame)
+    time.sleep(1.1)
+    write_csv_gz(tmp_path / "two.csv.gz", frame)
+    one, two = (tmp_path / "one.csv.gz").read_bytes(), (tmp_path / "two.csv.gz").read_bytes()
+    assert one == two and one[:2] == b"\x1f\x8b"
+    assert gzip.decompress(one).decode() == "id,x\na,0.123457\nb,-2\n"
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "one.csv.gz"), frame.assign(x=[0.123457, -2.0]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.csv.gz", "two.csv.gz"]  # no temporary left

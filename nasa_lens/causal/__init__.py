@@ -49,7 +49,7 @@ _LAZY = {
     "runner": ("ranking_array", "ranking_from_csv", "vector_metrics"),
     "ablation": ("AblationResult", "AblationCurveResult", "ablate", "ablation_curve", "_perm_pvalues"),
     "sweep": ("EffectSweepResult", "effect_sweep", "exact_effects", "exact_effects_full_forward", "attribution_effects",
-              "sweep_correlation", "nas_effect_table", "rank_correlation", "sweep_heads"),
+              "sweep_correlation", "nas_effect_table", "rank_correlation", "bootstrap_rank_correlation", "sweep_heads"),
     "suffix": ("SuffixError", "SuffixRunner", "suffix_start"),
     "headsets": ("HeadSetEffects", "head_set_effects", "run_ablations", "runner_for"),
     "patching": ("PairSet", "PatchingResult", "swap_pairs", "label_pairs", "generic_head_patch", "patch_head_outputs",

@@ -377,6 +377,47 @@ def rank_correlation(x: np.ndarray, y: np.ndarray) -> dict[str, float]:
             "pearson_p": float(p.pvalue), "n": int(len(a))}
 
 
+def bootstrap_rank_correlation(
+    effect: Float[np.ndarray, "question head"],
+    score: Float[np.ndarray, "question head"],
+    *,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Spearman over heads of the per-head means of ``effect`` and ``score``, with a percentile bootstrap over
+    questions: each resample draws questions with replacement (the same draw for both arrays, which must hold
+    the same questions in the same row order), recomputes both per-head means and their Spearman.
+
+    Returns ``spearman`` (on all questions), ``lo``, ``hi`` (the ``alpha/2`` and ``1 - alpha/2`` quantiles),
+    ``n_questions``, ``n_heads``, ``n_boot`` and ``seed``. Heads that are NaN in either mean are left out.
+    """
+    from scipy import stats
+
+    e, s = np.asarray(effect, float), np.asarray(score, float)
+    if e.ndim != 2 or e.shape != s.shape:
+        raise CausalError(f"effect and score must be [question, head] arrays of one shape, got {e.shape} and {s.shape}")
+    if n_boot < 1 or not 0 < alpha < 1:
+        raise CausalError(f"n_boot must be >= 1 and alpha in (0, 1), got {n_boot} and {alpha}")
+    n = e.shape[0]
+
+    def spearman(weights: Float[np.ndarray, "boot question"]) -> Float[np.ndarray, " boot"]:
+        me, ms = weights @ e / n, weights @ s / n  # [boot, head] means of each resample
+        out = np.empty(len(weights))
+        for b in range(len(weights)):
+            ok = ~(np.isnan(me[b]) | np.isnan(ms[b]))
+            out[b] = stats.spearmanr(me[b, ok], ms[b, ok]).statistic
+        return out
+
+    rng = np.random.default_rng(seed)
+    counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(n_boot)]).astype(float)
+    boot = spearman(counts)
+    point = float(spearman(np.ones((1, n)))[0])
+    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return {"spearman": point, "lo": float(lo), "hi": float(hi), "n_questions": int(n), "n_heads": int(e.shape[1]),
+            "n_boot": int(n_boot), "seed": int(seed)}
+
+
 def sweep_correlation(a: EffectSweepResult, b: EffectSweepResult, top_k: int = 10) -> dict[str, float]:
     """How well two sweeps agree: rank correlation of the per-head effects, the overlap of their top-k heads
     (by effect), and the time ratio ``a.seconds / b.seconds``."""

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 
 from nasa_lens.debias.base import METHODS, DebiasError, DebiasMethod, make_method
 from nasa_lens.evaluate import METRIC_KEYS
-from nasa_lens.io import atomic_path, read_json, write_json, write_text
+from nasa_lens.io import atomic_path, read_json, write_csv_gz, write_json, write_text
 from nasa_lens.vocab import COMPARISON_FILE, COMPARISON_META_FILE, COMPARISON_PREDICTIONS_FILE, DEBIAS_METHODS, FIXES_DIR, REPORT_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -146,8 +146,7 @@ class ComparisonResult:
             self.frame.to_csv(tmp, index=False)
         write_json(out / COMPARISON_META_FILE, self.meta)
         if len(self.predictions):
-            with atomic_path(out / COMPARISON_PREDICTIONS_FILE) as tmp:
-                self.predictions.to_csv(tmp, index=False, float_format="%.6g", compression={"method": "gzip", "mtime": 0})
+            write_csv_gz(out / COMPARISON_PREDICTIONS_FILE, self.predictions)
         for name, fix in self.fixes.items():
             fix.save(out / FIXES_DIR / name)
         return out
