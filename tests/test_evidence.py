@@ -10,6 +10,9 @@ that wrote the file; ``make results`` runs each), then the recomputation spec: `
 * ``mean``, ``median``, ``min``, ``max``, ``sum``: of ``column`` over the filtered rows; ``count``: the rows;
   ``nunique``: distinct values of ``column``
 * ``delta``: ``filter`` is ``A ;; B``: mean of ``column`` over rows ``A`` minus over rows ``B``
+* ``null_p``, ``null_p_le``: ``filter`` is ``A ;; B``, A one row (the tested set) and B the null rows (e.g.
+  random head sets): ``(1 + #B rows with column >= A's) / (1 + #B rows)`` (``null_p_le``: ``<=``), the
+  one-sided permutation-style p-value of A among B
 * ``head``: exactly one row; ``"{layer}.{head}"``
 * ``pearson:OTHER``, ``spearman:OTHER``: correlation of ``column`` with ``OTHER`` over the filtered rows
 * ``spearman_q:OTHER``, ``spearman_q_lo:OTHER``, ``spearman_q_hi:OTHER``: the file holds ``id,layer,head``
@@ -124,6 +127,12 @@ def recompute(row: dict[str, str]) -> float | str:
     col, filt, stat = row["column"], row["filter"].strip(), row["stat"]
     if stat in ("paired", "paired_lo", "paired_hi", "paired_p"):
         return _paired(row["file"], filt, col)[{"paired": "diff"}.get(stat, stat.removeprefix("paired_"))]
+    if stat in ("null_p", "null_p_le"):
+        a, b = (df.query(f.strip()) for f in filt.split(";;"))
+        assert len(a) == 1 and len(b), f"{row['claim']}: A selects {len(a)} rows (not 1), B {len(b)}"
+        x, null = float(a[col].iloc[0]), b[col].to_numpy(float)
+        hits = (null >= x) if stat == "null_p" else (null <= x)
+        return float((1 + hits.sum()) / (1 + len(null)))
     if stat == "delta":
         a, b = (f.strip() for f in filt.split(";;"))
         return float(df.query(a)[col].mean() - df.query(b)[col].mean())
@@ -221,3 +230,25 @@ def test_the_check_can_fail():
     nums = doc_numbers("accuracy 0.123456 [0.1, 0.2] (`n = 7` in code is skipped)")
     assert nums == ["0.123456", "0.1", "0.2"] and "0.123456" not in values
     assert render(0.2249, "+0.225") == "+0.225" and render(-0.0001, "0.000") == "0.000" and render(0.42, "42%") == "42%"
+
+
+def test_the_derived_statistics_on_known_data(tmp_path):
+    """``null_p``, ``paired`` and ``spearman_q`` on small files whose answers are known by hand."""
+    sets = pd.DataFrame({"set": ["nas", "r0", "r1", "r2", "r3"], "d": [0.5, 0.1, 0.6, -0.2, 0.5]})
+    sets.to_csv(tmp_path / "sets.csv", index=False)
+    row = {"claim": "t", "file": str(tmp_path / "sets.csv"), "column": "d", "filter": "set == 'nas' ;; set != 'nas'"}
+    assert recompute({**row, "stat": "null_p"}) == pytest.approx(3 / 5)  # 0.6 and 0.5 reach 0.5, plus one
+    assert recompute({**row, "stat": "null_p_le"}) == pytest.approx(4 / 5)
+    pred = pd.DataFrame({"m": ["a"] * 4 + ["b"] * 4, "id": list("wxyz") * 2, "label": [1, 0, 1, 0] * 2,
+                         "p_yes": [0.9, 0.1, 0.8, 0.2, 0.9, 0.9, 0.1, 0.2], "threshold": 0.5})
+    pred.to_csv(tmp_path / "pred.csv", index=False)
+    row = {"claim": "t", "file": str(tmp_path / "pred.csv"), "column": "accuracy", "filter": "m == 'a' ;; m == 'b'"}
+    assert recompute({**row, "stat": "paired"}) == pytest.approx(1.0 - 0.5)
+    assert recompute({**row, "stat": "paired_lo"}) <= 0.5 <= recompute({**row, "stat": "paired_hi"})
+    rng = np.random.default_rng(0)
+    long = pd.DataFrame([(f"q{i}", h, 0, h + rng.normal(), -h + rng.normal()) for i in range(30) for h in range(6)],
+                        columns=["id", "layer", "head", "effect", "score"])
+    long.to_csv(tmp_path / "long.csv", index=False)
+    row = {"claim": "t", "file": str(tmp_path / "long.csv"), "column": "effect", "filter": ""}
+    assert recompute({**row, "stat": "spearman_q:score"}) == pytest.approx(-1.0)
+    assert -1.0 <= recompute({**row, "stat": "spearman_q_lo:score"}) <= recompute({**row, "stat": "spearman_q_hi:score"}) <= -0.5
