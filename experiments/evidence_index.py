@@ -28,8 +28,16 @@ DEBIAS = {"s0": f"{_B} --seeds 0 --lambdas 0 --out figures/data/debias_smollm2_l
                     '--extra "" --seeds 0 --out figures/data/debias_gemma3-270m_lookup'),
           "gemma_nasa": (f'{_B} --model gemma3-270m --once "" --seeds 0 --lambdas 0 '
                          '--out figures/data/debias_gemma3-270m_lookup_nasa')}
+_C = "python experiments/debias_lookup.py --threads 2 --steps 30"
+DEBIAS["steps30"] = (f"{_C} --seeds 0 1 2 --lambdas 0 0.1 1 --extra knockout,steer,random-knockout "
+                     "--out figures/data/debias_smollm2_lookup_steps30")
+DEBIAS["cross"] = (f"{_C} --train strategyqa --tests strategyqa,boolq,gsm8k-verify --seeds 0 1 2 --lambdas 0 "
+                   "--extra knockout,steer --out figures/data/debias_smollm2_strategyqa_cross")
 FOLDER = {"s0": "debias_smollm2_lookup_s0", "s12": "debias_smollm2_lookup_s12", "lambda": "debias_smollm2_lookup_lambda",
-          "gemma": "debias_gemma3-270m_lookup", "gemma_nasa": "debias_gemma3-270m_lookup_nasa"}
+          "gemma": "debias_gemma3-270m_lookup", "gemma_nasa": "debias_gemma3-270m_lookup_nasa",
+          "steps30": "debias_smollm2_lookup_steps30", "cross": "debias_smollm2_strategyqa_cross"}
+NASA_ARMS = ("nasa", "nasa-lambda0.1", "nasa-lambda1", "random")
+CROSS_SETS = ("lookup-d1-test", "strategyqa-test", "boolq-test", "gsm8k-verify-test")
 
 
 def scan(m: str, n: str, fmt: str = "yes-no") -> tuple[str, str]:
@@ -63,26 +71,66 @@ def nas_claims(m: str, n: str, top: int = 5) -> None:
         claim(f"{m} {n}: NAS rank {r} mean NAS", f, cmd, "nas_mean", f"rank == {r}", "value", "{:.1f}")
 
 
-def fix_claims(run: str, method: str, seed: int, metrics=("accuracy", "yes_rate", "auroc", "pr_gap", "recall", "precision")) -> None:
+def fix_claims(run: str, method: str, seed: int, metrics=("accuracy", "yes_rate", "auroc", "pr_gap", "recall", "precision"),
+               dataset: str | None = None) -> None:
     f = f"{D}/{FOLDER[run]}/comparison.csv"
-    q = f"method == '{method}' and seed == {seed}"
-    claim(f"{run} {method} seed {seed}: n", f, DEBIAS[run], "n", q, "value", "{:.0f}")
+    q = f"method == '{method}' and seed == {seed}" + (f" and dataset == '{dataset}'" if dataset else "")
+    run = run if dataset is None else f"{run} {dataset}"
+    claim(f"{run} {method} seed {seed}: n", f, DEBIAS[run.split()[0]], "n", q, "value", "{:.0f}")
     for k in metrics:
         for suffix in ("", "_lo", "_hi"):
-            claim(f"{run} {method} seed {seed}: {k}{suffix}", f, DEBIAS[run], k + suffix, q, "value",
+            claim(f"{run} {method} seed {seed}: {k}{suffix}", f, DEBIAS[run.split()[0]], k + suffix, q, "value",
                   "{:.3f}")
-    claim(f"{run} {method} seed {seed}: lm_loss", f, DEBIAS[run], "lm_loss", q, "value", "{:.3f}")
+    claim(f"{run} {method} seed {seed}: lm_loss", f, DEBIAS[run.split()[0]], "lm_loss", q, "value", "{:.3f}")
     if method == "threshold":
-        claim(f"{run} threshold fitted", f, DEBIAS[run], "threshold", q, "value", "{:.3f}")
+        claim(f"{run} threshold fitted", f, DEBIAS[run.split()[0]], "threshold", q, "value", "{:.3f}")
 
 
-def across_seeds(method: str, model: str = SMOL) -> None:
+def paired_claims(run: str, a: tuple[str, int], b: tuple[str, int], dataset: str = "lookup-d1-test",
+                  metric: str = "accuracy") -> None:
+    """Fix ``a`` minus fix ``b`` (each ``(method, seed)``) on the same questions, paired bootstrap."""
+    f = f"{D}/{FOLDER[run]}/predictions.csv.gz"
+    q = " ;; ".join(f"method == '{m}' and seed == {s} and dataset == '{dataset}'" for m, s in (a, b))
+    name = f"{run} {dataset}: {a[0]} s{a[1]} - {b[0]} s{b[1]} {metric}"
+    for stat, fmt in (("paired", "{:+.3f}"), ("paired_lo", "{:+.3f}"), ("paired_hi", "{:+.3f}"), ("paired_p", "{:.3f}")):
+        claim(f"{name} ({stat})", f, DEBIAS[run], metric, q, stat, fmt)
+
+
+def debias_claims() -> None:
+    """The 30-step in-domain comparison (every NASA arm with three seeds, paired differences) and the cross-domain
+    rows (StrategyQA train -> four test sets)."""
+    for method in ("base", "threshold", "knockout", "steer", "random-knockout"):
+        fix_claims("steps30", method, 0)
+    for seed in (0, 1, 2):
+        for method in NASA_ARMS:
+            fix_claims("steps30", method, seed, metrics=("accuracy", "yes_rate", "auroc"))
+            paired_claims("steps30", (method, seed), ("threshold", 0))
+        for method in NASA_ARMS[:3]:
+            paired_claims("steps30", (method, seed), ("random", seed))
+        for method in NASA_ARMS[1:3]:
+            paired_claims("steps30", (method, seed), ("nasa", seed))
+    for method in NASA_ARMS:
+        across_seeds(method, runs=("steps30",), tag="steps30 ")
+    for ds in CROSS_SETS:
+        for method in ("base", "threshold", "knockout", "steer"):
+            fix_claims("cross", method, 0, metrics=("accuracy", "yes_rate", "auroc", "pr_gap"), dataset=ds)
+        for method in ("nasa", "random"):
+            across_seeds(method, runs=("cross",), dataset=ds, tag=f"cross {ds} ")
+            for seed in (0, 1, 2):
+                fix_claims("cross", method, seed, metrics=("accuracy", "yes_rate", "auroc", "pr_gap"), dataset=ds)
+                paired_claims("cross", (method, seed), ("threshold", 0), dataset=ds)
+            paired_claims("cross", ("nasa", 0), ("random", 0), dataset=ds)
+
+
+def across_seeds(method: str, model: str = SMOL, runs: tuple[str, ...] = ("s0", "s12"), dataset: str = "lookup-d1-test",
+                 tag: str = "") -> None:
     f = f"{D}/comparison.csv"
-    q = f"method == '{method}' and model == '{model}'"
-    claim(f"{method}: seeds", f, TABLES, "seed", q, "nunique", "{:.0f}")
+    folders = [FOLDER[r] for r in runs]
+    q = f"method == '{method}' and model == '{model}' and run in {folders} and dataset == '{dataset}'"
+    claim(f"{tag}{method}: seeds", f, TABLES, "seed", q, "nunique", "{:.0f}")
     for k in ("accuracy", "yes_rate", "auroc", "recall"):
         for stat in ("mean", "min", "max"):
-            claim(f"{method}: {k} {stat} over seeds", f, TABLES, k, q, stat, "{:.3f}")
+            claim(f"{tag}{method}: {k} {stat} over seeds", f, TABLES, k, q, stat, "{:.3f}")
 
 
 def order_claims(m: str, n: str = SQA) -> None:
@@ -129,42 +177,80 @@ def order_causal_claims() -> None:
 NULLS = f"{D}/nulls_smollm2_strategyqa-test64_zero_after"
 NULLS_CMD = ("python experiments/headset_nulls.py --n 64 --rank-n 100 --sets 100 "
              "--out figures/data/nulls_smollm2_strategyqa-test64_zero_after")
+NULL_RUNS = {"zero": (NULLS, NULLS_CMD),
+             "mean": (f"{D}/nulls_smollm2_strategyqa-test64_mean_after",
+                      "python experiments/headset_nulls.py --n 64 --rank-n 100 --sets 100 --mode mean "
+                      "--out figures/data/nulls_smollm2_strategyqa-test64_mean_after")}
 SWEEP = f"{D}/sweep_smollm2_strategyqa-test200_zero_after"
 SWEEP_RUN = ("nasa-lens sweep --data strategyqa --split test --limit 200 --mode zero --positions after "
              "--out figures/data/sweep_smollm2_strategyqa-test200_zero_after")
 ATTR = f"{D}/sweep_smollm2_strategyqa-test200_attribution"
 ATTR_RUN = ("nasa-lens sweep --data strategyqa --split test --limit 200 --mode zero --positions after --method attribution "
             "--no-png --out figures/data/sweep_smollm2_strategyqa-test200_attribution")
-SWEEP_CMD = ("python experiments/sweep_scores.py --sweep figures/data/sweep_smollm2_strategyqa-test200_zero_after "
-             "--nas figures/data/scans/smollm2-135m-instruct_strategyqa-test200_yes-no/nas.csv "
-             "--attribution figures/data/sweep_smollm2_strategyqa-test200_attribution/effects.csv")
+DLA = f"{D}/dla_smollm2_strategyqa-test200"
+DLA_RUN = "nasa-lens dla --data strategyqa --split test --limit 200 --no-png --out figures/data/dla_smollm2_strategyqa-test200"
+_SCORES = ("python experiments/sweep_scores.py --sweep figures/data/{sweep} "
+           "--nas figures/data/scans/smollm2-135m-instruct_strategyqa-test200_yes-no --dla figures/data/dla_smollm2_strategyqa-test200")
+# The exact single-head sweeps (issue #20 item 2): name -> (folder, the sweep's command, the scores' command, scores)
+SWEEPS = {
+    "zero": (SWEEP, SWEEP_RUN,
+             _SCORES.format(sweep="sweep_smollm2_strategyqa-test200_zero_after")
+             + " --attribution figures/data/sweep_smollm2_strategyqa-test200_attribution",
+             ("nas", "attribution", "dla_via_no", "dla_total")),
+    "mean": (f"{D}/sweep_smollm2_strategyqa-test200_mean_after",
+             "nasa-lens sweep --data strategyqa --split test --limit 200 --mode mean --positions after --no-png "
+             "--out figures/data/sweep_smollm2_strategyqa-test200_mean_after",
+             _SCORES.format(sweep="sweep_smollm2_strategyqa-test200_mean_after")
+             + " --other figures/data/sweep_smollm2_strategyqa-test200_zero_after",
+             ("nas", "dla_via_no", "dla_total", "other_effect")),
+    "all": (f"{D}/sweep_smollm2_strategyqa-test64_zero_all",
+            "nasa-lens sweep --data strategyqa --split test --limit 64 --mode zero --positions all --no-png "
+            "--out figures/data/sweep_smollm2_strategyqa-test64_zero_all",
+            _SCORES.format(sweep="sweep_smollm2_strategyqa-test64_zero_all")
+            + " --other figures/data/sweep_smollm2_strategyqa-test200_zero_after",
+            ("nas", "dla_via_no", "dla_total", "other_effect")),
+}
+SWEEP_CMD = SWEEPS["zero"][2]
 
 
-def null_claims() -> None:
-    """Head-level nulls: the top-k NAS set among 100 random sets of k heads (issue #20 item 3)."""
-    f = f"{NULLS}/null_summary.csv"
-    claim("nulls: random sets per k", f, NULLS_CMD, "n_random", "k == 1", "value", "{:.0f}")
-    claim("nulls: test questions", f"{NULLS}/null.csv", NULLS_CMD, "n", "k == 1 and set == 'nas'", "value", "{:.0f}")
+def null_claims(mode: str = "zero") -> None:
+    """Head-level nulls: the top-k NAS set among 100 random sets of k heads (issue #20 item 3); the p-values are
+    recomputed from the sets themselves (``null_p``), the rest read from the summary."""
+    folder, cmd = NULL_RUNS[mode]
+    tag = "nulls" if mode == "zero" else f"nulls {mode}"
+    f = f"{folder}/null_summary.csv"
+    claim(f"{tag}: random sets per k", f, cmd, "n_random", "k == 1", "value", "{:.0f}")
+    claim(f"{tag}: test questions", f"{folder}/null.csv", cmd, "n", "k == 1 and set == 'nas'", "value", "{:.0f}")
     for k in (1, 2, 4, 8, 16):
         q = f"k == {k}"
         for col, fmt in (("nas_yes_rate_delta", "{:+.3f}"), ("random_yes_rate_delta_mean", "{:+.3f}"),
-                         ("random_yes_rate_delta_hi", "{:+.3f}"), ("p_yes_rate_delta", "{:.3f}"),
-                         ("nas_mean_effect", "{:+.3f}"), ("p_mean_effect", "{:.3f}")):
-            claim(f"nulls k={k}: {col}", f, NULLS_CMD, col, q, "value", fmt)
+                         ("random_yes_rate_delta_hi", "{:+.3f}"), ("nas_mean_effect", "{:+.3f}")):
+            claim(f"{tag} k={k}: {col}", f, cmd, col, q, "value", fmt)
+        sets = f"k == {k} and set == 'nas' ;; k == {k} and set != 'nas'"
+        for col in ("yes_rate_delta", "mean_effect"):
+            claim(f"{tag} k={k}: p_{col}", f"{folder}/null.csv", cmd, col, sets, "null_p", "{:.3f}")
 
 
 def sweep_claims() -> None:
-    """The exact single-head sweep on 200 StrategyQA test questions, and NAS against it (issue #20 item 2)."""
-    claim("sweep: heads", f"{SWEEP}/effects.csv", SWEEP_RUN, "layer", "", "count", "{:.0f}")  # listed first: run first
-    claim("sweep: questions", f"{SWEEP}/effects.csv", SWEEP_RUN, "n", "layer == 0 and head == 0", "value", "{:.0f}")
+    """The exact single-head sweeps on StrategyQA test questions, and NAS, DLA and attribution against them, with
+    bootstrap intervals over questions (issue #20 item 2)."""
+    claim("dla: heads", f"{DLA}/dla.csv", DLA_RUN, "layer", "", "count", "{:.0f}")  # listed first: run first
     claim("attribution sweep: heads", f"{ATTR}/effects.csv", ATTR_RUN, "layer", "", "count", "{:.0f}")
-    f = f"{SWEEP}/sweep_vs_scores.csv"
-    for r in (1, 2, 3):
-        claim(f"sweep: rank {r} head", f, SWEEP_CMD, "", f"rank_effect == {r}", "head", "head")
-        claim(f"sweep: rank {r} effect", f, SWEEP_CMD, "effect_mean", f"rank_effect == {r}", "value", "{:+.2f}")
-    claim("sweep: NAS rank 1 head's effect rank", f, SWEEP_CMD, "rank_effect", "layer == 16 and head == 0", "value", "{:.0f}")
-    claim("sweep: Spearman effect vs NAS", f, SWEEP_CMD, "effect_mean", "", "spearman:nas_mean", "{:+.2f}")
-    claim("sweep: Spearman effect vs attribution", f, SWEEP_CMD, "effect_mean", "", "spearman:attribution", "{:+.2f}")
+    for name, (folder, run, scores, score_names) in SWEEPS.items():
+        if not (ROOT / folder / "spearman.csv").exists():
+            continue
+        claim(f"sweep {name}: heads", f"{folder}/effects.csv", run, "layer", "", "count", "{:.0f}")
+        claim(f"sweep {name}: questions", f"{folder}/effects.csv", run, "n", "layer == 0 and head == 0", "value", "{:.0f}")
+        f = f"{folder}/sweep_vs_scores.csv"
+        for r in (1, 2, 3):
+            claim(f"sweep {name}: rank {r} head", f, scores, "", f"rank_effect == {r}", "head", "head")
+            claim(f"sweep {name}: rank {r} effect", f, scores, "effect_mean", f"rank_effect == {r}", "value", "{:+.2f}")
+        claim(f"sweep {name}: NAS rank 1 head's effect rank", f, scores, "rank_effect", "layer == 16 and head == 0", "value", "{:.0f}")
+        f = f"{folder}/scores_by_example.csv.gz"
+        claim(f"sweep {name}: questions shared with the scores", f, scores, "id", "", "nunique", "{:.0f}")
+        for score in score_names:
+            for stat in ("spearman_q", "spearman_q_lo", "spearman_q_hi"):
+                claim(f"sweep {name}: {stat} effect vs {score}", f, scores, "effect", "", f"{stat}:{score}", "{:+.3f}")
 
 
 def build() -> None:
@@ -187,12 +273,13 @@ def build() -> None:
         fix_claims("gemma_nasa", method, 0)
     for method in ("nasa", "random"):
         across_seeds(method)
+    debias_claims()
     for m in (SMOL, GEMMA):
         order_claims(m)
     order_causal_claims()
-    null_claims()
-    if (ROOT / SWEEP / "sweep_vs_scores.csv").exists():
-        sweep_claims()
+    null_claims("zero")
+    null_claims("mean")
+    sweep_claims()
     claim("make results: minutes", f"{D}/runtimes.csv", TABLES, "minutes", "", "sum", "{:.0f}")
 
 
@@ -210,6 +297,9 @@ def main() -> int:
             x = te.recompute(c)
         except (AssertionError, KeyError) as exc:
             print(f"skipped (cannot recompute: {exc}): {c['claim']}")
+            continue
+        if not isinstance(x, str) and (x != x or (c["stat"] in ("count", "nunique") and x == 0)):
+            print(f"skipped (the filter selects nothing yet): {c['claim']}")
             continue
         value = x if c["fmt"] == "head" else c["fmt"].format(x).replace("-0.000", "0.000")
         rows.append({"claim": c["claim"], "value": value, "file": c["file"], "command": c["command"], "column": c["column"],

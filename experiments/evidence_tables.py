@@ -13,7 +13,7 @@ Reads ``figures/data/scans/<model>_<data>_<format>/`` (written by ``experiments/
   recomputed from ``predictions.csv`` as ``nasa-lens eval`` does), the top-5 NAS heads (positions after the
   candidates), and, where a comparison exists, the in-domain threshold's accuracy;
 * ``figures/data/comparison.csv``: every ``figures/data/debias_*/comparison.csv`` (``experiments/debias_lookup.py``)
-  in one table, with its ``model``, ``seed`` and ``train`` columns;
+  in one table, with its ``model``, ``seed`` and ``train`` columns and ``run`` (the folder);
 * ``figures/data/runtimes.csv``: every committed run's wall time (from its ``run.json``);
 * ``figures/models_side_by_side.html`` (and ``.png`` when a Chromium is found).
 
@@ -106,6 +106,7 @@ def side_by_side() -> pd.DataFrame:
     comp = DATA / "comparison.csv"
     if comp.is_file():  # the in-domain lookup rows: the base row (bias metrics) and the in-domain threshold's accuracy
         c = pd.read_csv(comp)
+        c = c[c.train.str.startswith("lookup") & c.dataset.str.startswith("lookup")]  # in-domain only
         for (model, ds), sub in c[c.method.isin(["base", "threshold"])].groupby(["model", "dataset"]):
             base, thr = sub[sub.method == "base"].iloc[0], sub[sub.method == "threshold"]
             row = {"model": model, "data": f"{ds}{int(base.n)}", "n": int(base.n)}
@@ -120,8 +121,9 @@ def side_by_side() -> pd.DataFrame:
 
 
 def comparison() -> pd.DataFrame | None:
-    """Every ``debias_*`` run's ``comparison.csv`` in one table (``model``, ``seed``, ``train`` columns kept)."""
-    parts = [pd.read_csv(p) for p in sorted(DATA.glob("debias_*/comparison.csv"))]
+    """Every ``debias_*`` run's ``comparison.csv`` in one table (``model``, ``seed``, ``train`` columns kept, and
+    ``run``: the run's folder name)."""
+    parts = [pd.read_csv(p).assign(run=p.parent.name) for p in sorted(DATA.glob("debias_*/comparison.csv"))]
     if not parts:
         return None
     frame = pd.concat(parts, ignore_index=True)
