@@ -23,6 +23,7 @@ from nasa_lens.nas import (
     scan_conditions,
     scan_nas,
 )
+from nasa_lens.jobs.common import DataConfig, ModelConfig
 from nasa_lens.jobs.scan import ScanConfig, run_scan
 from nasa_lens.prompts import PromptFormat, build_batch
 
@@ -153,7 +154,7 @@ def test_swapped_format_puts_no_first_and_after_starts_after_yes(tiny):
         lambda m, b: nas_hooks(b, positions="first"),
         lambda m, b: nas_for_batch(m, b, positions="first"),
         lambda m, b: scan_nas(m, QUESTIONS[:2], positions="first"),
-        lambda m, b: ScanConfig(data="arithmetic", positions="first"),
+        lambda m, b: ScanConfig(positions="first"),
     ],
 )
 def test_bad_positions_value_is_a_clear_error(tiny, call):
@@ -419,25 +420,26 @@ def test_condition_correlations_by_hand():
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
+    "config, kwargs, message",
     [
-        ({"limit": 0}, "limit must be > 0"),
-        ({"batch_size": 0}, "batch_size must be >= 1"),
-        ({"format": "maybe"}, "format must be one of"),
-        ({"split": "dev"}, "split must be 'train', 'test' or None"),
-        ({"top_k": 0}, "top_k must be >= 1"),
-        ({"data": " "}, "data must name a dataset"),
-        ({"device": "cpu", "device_map": "auto"}, "either device or device_map"),
+        (DataConfig, {"limit": 0}, "limit must be > 0"),
+        (ScanConfig, {"batch_size": 0}, "batch_size must be >= 1"),
+        (ScanConfig, {"format": "maybe"}, "format must be one of"),
+        (DataConfig, {"split": "dev"}, "split must be 'train', 'test' or None"),
+        (ScanConfig, {"top_k": 0}, "top_k must be >= 1"),
+        (DataConfig, {"data": " "}, "data must name a dataset"),
+        (ModelConfig, {"device": "cpu", "device_map": "auto"}, "either device or device_map"),
     ],
 )
-def test_scan_config_validation(kwargs, message):
+def test_scan_config_validation(config, kwargs, message):
+    base = {"data": "arithmetic"} if config is DataConfig else {}
     with pytest.raises(ValueError, match=message):
-        ScanConfig(**{"data": "arithmetic", **kwargs})
+        config(**{**base, **kwargs})
 
 
 def test_run_scan_writes_the_files(tiny, tmp_path):
-    cfg = ScanConfig(data="unused", model="tiny-random", png=False)
-    res = run_scan(cfg, tmp_path, model=tiny, dataset=list(QUESTIONS[:4]), progress=False)
+    cfg = ScanConfig(png=False)
+    res = run_scan(cfg, tmp_path, model=tiny, data=list(QUESTIONS[:4]), progress=False)
     csv = pd.read_csv(tmp_path / "nas.csv")
     assert list(csv.columns) == ["layer", "head", "nas_mean", "nas_stderr", "n", "rank"]
     assert len(csv) == tiny.n_layers * tiny.n_heads and (csv["n"] == 4).all()
@@ -446,7 +448,8 @@ def test_run_scan_writes_the_files(tiny, tmp_path):
     np.testing.assert_allclose(csv["nas_mean"].iloc[0], res.mean.max())
     back = NASResult.load(tmp_path)
     np.testing.assert_array_equal(back.scores, res.scores)
-    assert back.meta["config"]["model"] == "tiny-random"
+    assert back.meta["config"] == cfg.to_dict()  # a loaded model and dataset: no specs to record
+    assert back.model == "tiny-random"
     assert (tmp_path / "nas_heatmap.html").is_file() and not (tmp_path / "nas_heatmap.png").exists()
 
 
@@ -464,6 +467,8 @@ def test_cli_scan(tmp_path, capsys):
     top = f"{csv['layer'].iloc[0]}.{csv['head'].iloc[0]}"
     assert "positions=last" in printed and top in printed and "nas.csv" in printed
     assert NASResult.load(out).positions == "last"
+    recorded = NASResult.load(out).meta["config"]  # the model and data specs beside the scan's own fields
+    assert (recorded["model"], recorded["data"], recorded["positions"], recorded["top_k"]) == ("tiny-random", str(data), "last", 3)
     rc = main(["scan", "--model", "tiny-random", "--data", str(data), "--limit", "0", "--out", str(out)])
     assert rc == 2 and "limit must be > 0" in capsys.readouterr().err
 
