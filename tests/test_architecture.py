@@ -27,6 +27,13 @@ SHIMS = {
 }
 """Old import paths kept for users: each warns (DeprecationWarning naming the new path) and re-exports its new
 home; nothing in the repository imports them."""
+MOVED_NAMES = {
+    "nasa_lens.jobs.dla.PathsConfig": "nasa_lens.jobs.path_patching.PathsConfig",
+    "nasa_lens.jobs.dla.run_paths": "nasa_lens.jobs.path_patching.run_paths",
+    "nasa_lens.commands.dla._paths": "nasa_lens.commands.path_patching._paths",
+}
+"""Names that moved to another module, kept at the old one by a module ``__getattr__`` that warns
+(DeprecationWarning naming the new path); nothing in the repository imports them from there."""
 REPO = PACKAGE.parent
 
 
@@ -185,7 +192,7 @@ def test_no_shim_is_imported_anywhere_in_the_repository():
     files = [p for folder in ("nasa_lens", "tests", "experiments", "benchmarks", "notebooks")
              for p in sorted((REPO / folder).rglob("*")) if p.suffix in (".py", ".ipynb") and ".ipynb_checkpoints" not in p.parts]
     files = [p for p in files if not (p.is_relative_to(PACKAGE) and _module_name(p) in SHIMS)]
-    users = {str(p.relative_to(REPO)): sorted(set(SHIMS) & _file_imports(p)) for p in files}
+    users = {str(p.relative_to(REPO)): sorted((set(SHIMS) | set(MOVED_NAMES)) & _file_imports(p)) for p in files}
     assert {f: s for f, s in users.items() if s} == {}
 
 
@@ -272,7 +279,7 @@ def test_the_prompt_format_check_is_written_once():
 
 CONFIG_MODULES = ("nasa_lens.config", "nasa_lens.causal.config", "nasa_lens.finetune.config", "nasa_lens.jobs.common",
                   "nasa_lens.jobs.scan", "nasa_lens.jobs.evaluate", "nasa_lens.jobs.causal", "nasa_lens.jobs.dla",
-                  "nasa_lens.jobs.finetune", "nasa_lens.jobs.compare")
+                  "nasa_lens.jobs.path_patching", "nasa_lens.jobs.finetune", "nasa_lens.jobs.compare")
 
 
 def _config_classes() -> list[type]:
@@ -385,3 +392,14 @@ def test_renamed_public_names_still_import_with_a_warning():
             assert getattr(config, old) is getattr(config, new)
     with pytest.warns(DeprecationWarning, match="use nasa_lens.debias.ComparisonResult"):
         assert debias.FixComparison is debias.ComparisonResult
+
+
+@pytest.mark.parametrize("old, new", sorted(MOVED_NAMES.items()))
+def test_moved_names_still_import_from_the_old_module_with_a_warning(old, new):
+    import importlib
+
+    (old_module, name), new_module = old.rsplit(".", 1), new.rsplit(".", 1)[0]
+    with pytest.warns(DeprecationWarning, match=f"{re.escape(old)} is deprecated; import it from {re.escape(new_module)}"):
+        assert getattr(importlib.import_module(old_module), name) is getattr(importlib.import_module(new_module), name)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
+        importlib.import_module(old_module).nothing_here

@@ -251,7 +251,7 @@ def test_cli_dla_writes_the_tables_and_figures(tmp_path, capsys):
 def test_cli_dla_limit_zero_is_an_error(tmp_path, capsys):
     from nasa_lens.cli import main
     from nasa_lens.jobs.common import DataConfig
-    from nasa_lens.jobs.dla import DLAConfig, PathsConfig
+    from nasa_lens.jobs.dla import DLAConfig
     from nasa_lens.vocab import NasaLensError
 
     assert main(["dla", "--model", "tiny-random", "--data", "arithmetic", "--limit", "0", "--out", str(tmp_path / "o")]) == 2
@@ -261,21 +261,3 @@ def test_cli_dla_limit_zero_is_an_error(tmp_path, capsys):
         DataConfig(data="arithmetic", limit=0)
     with pytest.raises(NasaLensError, match="format must be one of"):
         DLAConfig(format="maybe")
-    with pytest.raises(NasaLensError, match="via must list"):
-        PathsConfig(via="q,x")
-
-
-def test_cli_paths(tmp_path, capsys):
-    from nasa_lens.cli import main
-    from nasa_lens.causal.paths import PathPatchingResult
-
-    out = tmp_path / "paths"
-    argv = ["paths", "--model", "tiny-random", "--data", str(_jsonl(tmp_path)), "--limit", "3", "--senders", "0.1",
-            "--receivers", "1.2,1.3", "--via", "q,v", "--no-png", "--out", str(out)]
-    assert main(argv) == 0
-    res = PathPatchingResult.load(out)
-    assert res.senders == [(0, 1)] and res.receivers == [(1, 2), (1, 3)] and res.vias == ["q", "v"] and res.n == 3
-    frame = pd.read_csv(out / "paths.csv")
-    assert len(frame) == 2 * 2 + 1 and (out / "paths_heatmap_q.html").is_file()
-    assert main([*argv[:-2], "--via", "x", "--out", str(tmp_path / "bad")]) == 2
-    assert "via must list" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """Path patching: every reader at once equals activation patching of the sender, single paths by hand,
-layout (NaN before the sender, shared key/value heads), no effect without a difference, result round trip."""
+layout (NaN before the sender, shared key/value heads), no effect without a difference, result round trip,
+and the job end to end (``nasa-lens paths``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -101,3 +102,25 @@ def test_roundtrip_and_bad_input(tiny, pairs, tmp_path):
         path_patch(tiny, pairs, [])
     with pytest.raises(ValueError, match="unknown path target"):
         _path_hooks(tiny, torch.zeros(1), [("mlp2", 0, 0)])
+
+
+def test_cli_paths(tmp_path, capsys):
+    from nasa_lens.cli import main
+    from nasa_lens.datasets import write_jsonl
+    from nasa_lens.jobs.path_patching import PathsConfig
+    from nasa_lens.vocab import NasaLensError
+
+    data = tmp_path / "q.jsonl"
+    write_jsonl(data, QUESTIONS)
+    out = tmp_path / "paths"
+    argv = ["paths", "--model", "tiny-random", "--data", str(data), "--limit", "3", "--senders", "0.1",
+            "--receivers", "1.2,1.3", "--via", "q,v", "--no-png", "--out", str(out)]
+    assert main(argv) == 0
+    res = PathPatchingResult.load(out)
+    assert res.senders == [(0, 1)] and res.receivers == [(1, 2), (1, 3)] and res.vias == ["q", "v"] and res.n == 3
+    frame = pd.read_csv(out / "paths.csv")
+    assert len(frame) == 2 * 2 + 1 and (out / "paths_heatmap_q.html").is_file()
+    assert main([*argv[:-2], "--via", "x", "--out", str(tmp_path / "bad")]) == 2
+    assert "via must list" in capsys.readouterr().err
+    with pytest.raises(NasaLensError, match="via must list"):
+        PathsConfig(via="q,x")
