@@ -2,7 +2,7 @@
 system's headless Chromium over the DevTools pipe (:class:`nasa_lens.browser.BrowserSession`, every other host
 unresolvable), run all cells, click a cell of the NAS explorer's heatmap, read what the page shows.
 
-Used by ``tests/test_jupyter.py``; ``python tests/jupyter_frontend.py OUT.png [MODEL DATA [LAYER.HEAD]]`` writes
+Used by ``tests/integration/test_jupyter.py``; ``python tests/integration/jupyter_frontend.py OUT.png [MODEL DATA [LAYER.HEAD]]`` writes
 the screenshot of docs/explore.md (default: tiny-random on arithmetic, as the test).
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK = ROOT / "notebooks" / "05_explore.ipynb"
 LOCAL = ("data:", "blob:", "about:", "chrome-error:", "devtools:")
 

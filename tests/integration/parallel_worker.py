@@ -1,4 +1,4 @@
-"""Run under ``torchrun`` by tests/test_parallel.py (not a test module itself).
+"""Run under ``torchrun`` by tests/integration/test_parallel.py (not a test module itself).
 
 ``parallel_worker.py OUT CMD...``: every rank joins a gloo process group, then runs each ``;``-separated
 nasa-lens command line inside it (``--out`` folders under OUT), the way ``torchrun -m nasa_lens.cli`` would.

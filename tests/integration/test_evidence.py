@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 INDEX = ROOT / "figures" / "data" / "index.csv"
 DOCS = {"README.md": ("## What it found", "\n## "), "docs/results.md": (None, None)}
 

@@ -2,7 +2,7 @@
 system's headless Chromium, every cell run from the page (Run All), a real mouse click on a heatmap cell; the
 head card and the attention view must follow, and nothing may be fetched from anywhere but the local server
 (the widget JavaScript comes from the installed jupyterlab_widgets / anywidget / jupyterlab-plotly
-labextensions). The driver is ``tests/jupyter_frontend.py``; about 1-2 minutes on 2 busy cores."""
+labextensions). The driver is ``tests/integration/jupyter_frontend.py``; about 1-2 minutes on 2 busy cores."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,7 @@ def test_explorer_renders_and_answers_a_click_in_jupyterlab(tmp_path: Path) -> N
 
     if find_browser() is None:
         pytest.skip("no Chromium/Chrome found ($BROWSER_PATH, chromium, google-chrome...): the front-end test needs one")
-    from jupyter_frontend import NOTEBOOK, run_explorer
+    from .jupyter_frontend import NOTEBOOK, run_explorer
 
     seen = run_explorer(tmp_path / "work", model="tiny-random", data="arithmetic", screenshot=tmp_path / "explorer.png")
 

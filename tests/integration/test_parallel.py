@@ -19,7 +19,7 @@ from nasa_lens import parallel
 from nasa_lens.parallel import ParallelError, shard
 from nasa_lens.vocab import NasaLensError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DATA = "--model tiny-random --data arithmetic --limit 10 --batch-size 3"
 COMMANDS = {
     "scan": f"scan {DATA} --no-png --out {{out}}/scan",
@@ -94,7 +94,7 @@ def launched(tmp_path_factory):
     one, two = tmp_path_factory.mktemp("one"), tmp_path_factory.mktemp("two")
     with one_thread():
         codes = {name: main(line.replace("{out}", str(one)).split()) for name, line in COMMANDS.items()}
-    proc = torchrun([str(ROOT / "tests" / "parallel_worker.py"), str(two), ";".join([*COMMANDS.values(), "nasa"])])
+    proc = torchrun([str(Path(__file__).with_name("parallel_worker.py")), str(two), ";".join([*COMMANDS.values(), "nasa"])])
     return one, two, proc, codes
 
 
@@ -168,7 +168,7 @@ def test_torchrun_nasa_equals_one_process(runs):
     """Two ranks, each half of every global batch of 6, gradients summed after weighting each rank's loss by
     its share: the adapter after 4 steps equals one process with the same global batches to 1e-5 (not
     bitwise: a half batch is padded differently), and so does the logged history."""
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(Path(__file__).parent))
     from parallel_worker import nasa_run
 
     _, two, _ = runs

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # Run by the wheel's Python in a folder outside the repository: prints one JSON object.
 USER_SCRIPT = r"""

@@ -21,7 +21,7 @@ from nasa_lens.datasets import Example, write_jsonl
 
 from cli_helpers import one_line_error as _err  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["--model", "tiny-random"]
 
 

@@ -444,7 +444,7 @@ def test_load_dataset_split_is_stable_across_seeds_and_limits() -> None:
     assert load_dataset("comparison", limit=10, seed=1).examples == again
 
 
-# -- parsers of the registry packages (the fetch path itself: tests/test_data_sources.py) --------------------
+# -- parsers of the registry packages (the fetch path itself: tests/integration/test_data_sources.py) --------------------
 
 
 def _gsm8k_record(i: int, question: str, answer: str) -> str:

@@ -599,7 +599,7 @@ def test_cli_finetune_writes_adapter_metrics_and_resumes(model, tmp_path, monkey
 
 def test_cli_defaults_mirror_the_config():
     """Every flag of ``finetune`` that sets a NASAConfig field defaults to that field's default (the flags
-    are generated from the config; tests/test_cli.py checks the same for every command)."""
+    are generated from the config; tests/unit/test_cli.py checks the same for every command)."""
     import dataclasses
 
     from nasa_lens.cli import build_parser

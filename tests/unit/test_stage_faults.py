@@ -110,7 +110,7 @@ def test_lock_of_a_killed_holder_is_free(tmp_path: Path) -> None:
         "import sys, os; sys.path.insert(0, sys.argv[2]); from nasa_lens.io import file_lock\n"
         "cm = file_lock(sys.argv[1]); cm.__enter__(); print('locked', flush=True); os._exit(9)"
     )
-    proc = subprocess.run([sys.executable, "-c", code, str(lock), str(Path(__file__).resolve().parents[1])], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code, str(lock), str(Path(__file__).resolve().parents[2])], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == "locked" and proc.returncode == 9
     with file_lock(lock, wait=False):  # the kernel released it with the process
         pass
@@ -199,7 +199,7 @@ print("CODES", json.dumps(out), flush=True)
 
 
 def _run_chain(steps: list, tmp_path: Path) -> tuple[list[int], str]:
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     proc = subprocess.run(
         [sys.executable, "-c", RUNNER, str(repo), json.dumps(SMALL_STUDY), json.dumps(steps)],
         capture_output=True, text=True, timeout=900, cwd=tmp_path,

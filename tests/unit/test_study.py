@@ -19,7 +19,7 @@ from nasa_lens import study
 from nasa_lens.config import QUICK, ConfigError, StudyConfig, load_config, parse_override
 from nasa_lens.study.stages import DONE_FILE, StageStore, stage_key
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # A small real config: tiny-random, two datasets, every stage, a fine-tune long enough to be killed midway.
 TINY = {
@@ -599,7 +599,7 @@ def test_cli_study_writes_figures_under_out_by_default(tmp_path: Path, monkeypat
     assert seen["figures_dir"] is None  # run_study's default: OUT/figures
     assert main(["study", "--quick", "--model", "tiny-random", "--out", str(tmp_path / "o"), "--figures", "figs"]) == 0
     assert seen["figures_dir"] == "figs"
-    makefile = (Path(__file__).parent.parent / "Makefile").read_text()
+    makefile = (REPO / "Makefile").read_text()
     demo = makefile.split("\ndemo:")[1].split("\n\n")[0]
     assert "--figures" not in demo and "--out results/" in demo
     assert "--figures figures" in makefile.split("\nfigures:")[1].split("\n\n")[0]
