@@ -1,6 +1,7 @@
-"""Hostile input at the command line (issue #15, items 1, 2, 4, 5, 6, 9, 10): every bad input is one line and
-exit code 2, found before the model loads or any computation runs; an internal failure is exit code 1;
-``-v`` changes neither; a command's outputs appear together; one run per study folder."""
+"""Bad input at the command line: every bad input is one line and exit code 2, found before the model loads
+or any computation runs (--out, unreadable data, adapters, devices, empty samples, head specs); an internal
+failure is exit code 1; ``-v`` changes neither; a command's outputs appear together; one run per study folder.
+(The cases came from issue #15's hostile-input review.)"""
 from __future__ import annotations
 
 import json
@@ -41,7 +42,7 @@ def _commands(data: Path, out: Path) -> dict[str, list[str]]:
     }
 
 
-# ------------------------------------------------------------------------------------------------ item 1
+# ------------------------------------------------------------------------------------------------------ --out
 
 
 @pytest.mark.parametrize("command", ["eval", "scan", "ablate", "patch", "sweep", "finetune", "study", "dla", "paths", "compare"])
@@ -83,7 +84,7 @@ def test_unwritable_out_by_mode(data, tmp_path, capsys, no_model):
         locked.chmod(0o700)
 
 
-# ------------------------------------------------------------------------------------------------ item 2
+# ----------------------------------------------------------------------- unreadable input and internal errors
 
 
 def test_unreadable_data_is_input_error_even_with_v(data, tmp_path, capsys, no_model, monkeypatch):
@@ -132,7 +133,7 @@ def test_torch_failure_is_internal_error_even_with_v(data, tmp_path, capsys, mon
     assert not (tmp_path / "o").exists()  # nothing published
 
 
-# ------------------------------------------------------------------------------------------------ item 4
+# ---------------------------------------------------------------------------------------------------- devices
 
 
 def test_bad_device_on_the_command_line(data, tmp_path, capsys):
@@ -141,7 +142,7 @@ def test_bad_device_on_the_command_line(data, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-# ------------------------------------------------------------------------------------------------ item 6
+# ---------------------------------------------------------------------------------------------- empty samples
 
 
 def test_eval_refuses_an_empty_sample(tmp_path, capsys, no_model):
@@ -164,7 +165,7 @@ def test_evaluate_refuses_no_examples(tiny):
         evaluate(tiny, [])
 
 
-# ------------------------------------------------------------------------------------------------ item 10
+# ----------------------------------------------------------------------- input checked before the model loads
 
 
 @pytest.mark.parametrize(
@@ -204,7 +205,7 @@ def test_limit_help_says_what_limit_does(capsys):
     assert "exactly N examples" in help_text and "at most" not in help_text
 
 
-# ------------------------------------------------------------------------------------------------ item 5
+# --------------------------------------------------------------------------------------- one study per folder
 
 
 def test_second_study_message(tmp_path, capsys, no_model):
@@ -233,7 +234,7 @@ def test_study_folder_without_manifest_is_refused(tmp_path):
         load_finished_study(tmp_path)
 
 
-# ------------------------------------------------------------------------------------------------ item 9
+# ------------------------------------------------------------------------------------ outputs appear together
 
 RUNNER = r"""
 import json, os, sys

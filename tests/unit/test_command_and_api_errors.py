@@ -1,6 +1,7 @@
-"""Hostile input, third pass (issue #23): the newer commands (paths, dla, compare, report, eval --method), the
-cache, torchrun, SIGTERM and the Python API. Every input error is exit 2 with one line before the model
-loads, and leaves nothing behind. Item numbers are the issue's (item 10 belongs to the dataset cache work)."""
+"""Bad input to the newer commands (paths, dla, compare, report, eval --method), the cache, a process group,
+SIGTERM and the Python API: every input error is exit 2 with one line before the model loads, and leaves
+nothing behind. (The cases came from issue #23's hostile-input review; the torchrun launches are in
+tests/integration/test_command_and_api_errors.py.)"""
 from __future__ import annotations
 
 import errno
@@ -8,7 +9,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +49,7 @@ def test_nasa_lens_error_is_exported_at_the_top_level():
         assert "unknown dataset 'no-such-dataset'" in str(exc)
 
 
-# ------------------------------------------------------------------------------------------------ items 1, 2
+# ---------------------------------------------------------------------------------- path patching: head specs
 
 
 @pytest.mark.parametrize(("senders", "receivers", "first"), [("1.0", "0.1", "1.0"), ("0.0", "0.1", "0.0"), ("0.0", "0.0", "0.0")])
@@ -89,7 +89,7 @@ def test_paths_head_specs_are_checked_with_the_other_flags(flags, message, data,
     assert not (tmp_path / "o").exists()
 
 
-# ------------------------------------------------------------------------------------------------ item 3
+# --------------------------------------------------------------------------- user files read before the model
 
 
 def test_eval_method_folder_is_read_before_the_model(data, tmp_path, capsys, no_model):
@@ -109,7 +109,7 @@ def test_adapter_metadata_is_read_before_the_model(command, data, tmp_path, caps
                    "adapter.json, or a .safetensors file")
 
 
-# ------------------------------------------------------------------------------------------------ item 4
+# ------------------------------------------------------------------------------- --out through a symlink loop
 
 
 def test_out_through_a_symlink_loop_is_refused_before_any_work(data, tmp_path, capsys, no_model):
@@ -126,7 +126,7 @@ def test_out_through_a_symlink_loop_is_refused_before_any_work(data, tmp_path, c
     assert sorted(p.name for p in tmp_path.iterdir()) == ["broken", "loop", "q.jsonl"]
 
 
-# ------------------------------------------------------------------------------------------------ item 5
+# ------------------------------------------------------------------------------------------- the cache folder
 
 
 def test_cache_that_is_a_file_names_the_variable(data, tmp_path, capsys, monkeypatch):
@@ -180,7 +180,7 @@ def test_read_only_cache_is_usable_for_what_it_holds(tmp_path, capsys, monkeypat
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
 
 
-# ------------------------------------------------------------------------------------------------ items 6, 9: a study
+# ------------------------------------------------------------------------------------------ report of a study
 
 
 @pytest.fixture()
@@ -249,7 +249,7 @@ def test_a_copied_study_reads_its_own_figures(fake_study, tmp_path, capsys):
     assert load_finished_study(fake_study).figures_dir == fake_study / "figures"  # the original is untouched
 
 
-# ------------------------------------------------------------------------------------------------ item 7
+# ----------------------------------------------------------------------- method.json fields and the threshold
 
 
 def _method_folder(tmp_path: Path, **changes) -> Path:
@@ -296,7 +296,7 @@ def test_one_threshold_check_for_cli_method_and_api(threshold, tiny, questions):
         EvalConfig(threshold=threshold)
 
 
-# ------------------------------------------------------------------------------------------------ item 8
+# --------------------------------------------------------------- compare: the same data whatever its spelling
 
 
 def test_compare_recognises_the_same_data_whatever_its_spelling(data, tmp_path, monkeypatch):
@@ -327,7 +327,7 @@ def test_compare_warning_is_one_line(data, tmp_path, capsys):
     assert lines[-1] == warning[0]
 
 
-# ------------------------------------------------------------------------------------------------ item 11
+# -------------------------------------------------------------------------------- a fix applied inside itself
 
 
 @pytest.mark.parametrize("method", ["base", "threshold", "steer"])
@@ -347,7 +347,7 @@ def test_a_fix_applied_inside_itself_is_refused(method, tiny):
         pass
 
 
-# ------------------------------------------------------------------------------------------------ item 12
+# -------------------------------------------------------------------------------------- the Python API's data
 
 
 def test_api_accepts_a_dataset_name_and_dicts(tiny):
@@ -380,35 +380,7 @@ def test_api_refuses_the_rest_before_any_forward(dataset, message, tiny, monkeyp
     assert message in str(info.value)
 
 
-# ------------------------------------------------------------------------------------------------ items 13, 14: torchrun
-
-
-def _torchrun(args: list[str], cwd: Path, nproc: int = 2) -> subprocess.CompletedProcess:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", "--nnodes=1",
-           "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "nasa_lens.cli", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
-@pytest.mark.slow
-def test_torchrun_input_error_is_one_line_from_rank_0(tmp_path):
-    proc = _torchrun(["eval", *TINY, "--data", "arithmetic", "--limit", "0", "--out", str(tmp_path / "o")], tmp_path)
-    ours = [line for line in proc.stderr.splitlines() if line.startswith("nasa-lens ")]
-    assert ours == ["nasa-lens eval: error: limit must be > 0 (or None for all examples), got 0"], proc.stderr[-3000:]
-    assert proc.returncode == 1 and "exitcode  : 2" in proc.stderr  # torchrun's own code; each rank's is 2
-    assert not (tmp_path / "o").exists()
-
-
-@pytest.mark.slow
-def test_torchrun_study_is_refused_in_one_line_leaving_nothing(tmp_path):
-    out = tmp_path / "study"
-    proc = _torchrun(["study", "--quick", *TINY, "--out", str(out)], tmp_path)
-    ours = [line for line in proc.stderr.splitlines() if line.startswith("nasa-lens ")]
-    assert len(ours) == 1 and ours[0].startswith("nasa-lens study: error: study runs as one process, not under torchrun"), proc.stderr[-3000:]
-    assert list(tmp_path.iterdir()) == []  # no folder, no .lock, no stages
+# -------------------------------------------------------------------------------------------- a process group
 
 
 def test_run_study_refuses_a_process_group(tmp_path, monkeypatch):
@@ -422,7 +394,7 @@ def test_run_study_refuses_a_process_group(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-# ------------------------------------------------------------------------------------------------ item 15
+# ---------------------------------------------------------------------------------------------------- SIGTERM
 
 SLOW_EVAL = r"""
 import sys, time
@@ -456,7 +428,7 @@ def test_sigterm_is_one_line_and_a_documented_code(data, tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-# ------------------------------------------------------------------------------------------------ item 16
+# ------------------------------------------------------------- --top 0, and progress bars under several ranks
 
 
 @pytest.mark.parametrize("command", ["dla", "scan"])

@@ -94,19 +94,3 @@ def test_cli_bad_device_and_device_map_exit_2_and_write_nothing(tmp_path, capsys
     err = capsys.readouterr().err
     assert "cuda:9" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
-
-
-@pytest.mark.slow
-def test_smollm2_split_over_cpu_and_disk_matches(smol, questions, tmp_path):
-    """SmolLM2 with its top 3 layers offloaded to disk (loaded by Hugging Face with the map)."""
-    from nasa_lens.evaluate import evaluate
-    from nasa_lens.nas import scan_nas
-
-    dm = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.norm": "cpu", "lm_head": "cpu",
-          **{f"model.layers.{i}": "cpu" if i < 27 else "disk" for i in range(30)}}
-    model = load_model("smollm2-135m-instruct", device_map=dm, offload_folder=str(tmp_path))
-    assert model.bridge.original_model.hf_device_map["model.layers.29"] == "disk"
-    qs = questions[:2]
-    a, b = scan_nas(smol, qs, progress=False, batch_size=2), scan_nas(model, qs, progress=False, batch_size=2)
-    np.testing.assert_allclose(b.scores, a.scores, atol=1e-6, rtol=0)
-    np.testing.assert_allclose(evaluate(model, qs, progress=False, n_boot=10).p_yes, a.p_yes, atol=1e-6, rtol=0)

@@ -1,6 +1,7 @@
-"""Hostile input at the library level (issue #15): every bad input gets a NasaLensError naming the problem,
-before any forward pass. Items: 3 context window, 4 --device, 7 dataset files, 8 adapter.json fields,
-11 file modes, 12 candidate positions from the instruction wherever it stands."""
+"""Bad input at the library level: every bad input gets a NasaLensError naming the problem, before any
+forward pass: candidate positions taken from the instruction wherever it stands, the context window, devices,
+dataset files (gzip, binary, BOM, folders, permissions, lone surrogates), adapter.json fields, the modes of the
+files written, empty samples. (The cases came from issue #15's hostile-input review.)"""
 from __future__ import annotations
 
 import gzip
@@ -22,7 +23,7 @@ def _decode(model, batch, row, col):
     return model.tokenizer.decode([int(batch.input_ids[row, col])])
 
 
-# ------------------------------------------------------------------------------------------------ item 12
+# -------------------------------------------------------------- candidate positions come from the instruction
 
 
 @pytest.mark.parametrize(
@@ -57,7 +58,7 @@ def test_template_whose_candidate_touches_the_question_is_refused_per_example(ti
         build_batch(tiny, ["Is 7 prime"], fmt)  # "primeYes" is no word
 
 
-# ------------------------------------------------------------------------------------------------ item 3
+# ----------------------------------------------------------------------------------------- the context window
 
 
 def test_model_knows_its_context_window(tiny):
@@ -93,14 +94,7 @@ def test_evaluate_refuses_a_long_prompt_before_any_forward(tiny, questions, monk
     assert calls == []
 
 
-@pytest.mark.slow
-def test_smollm2_context_window(smol):
-    assert smol.n_ctx == 8192
-    with pytest.raises(PromptError, match=r"more than the 8192-token context window of model 'smollm2-135m-instruct'"):
-        build_batch(smol, [Example("Is " + "very " * 8200 + "long?", "yes", "huge")])
-
-
-# ------------------------------------------------------------------------------------------------ item 4
+# ---------------------------------------------------------------------------------------------------- devices
 
 
 @pytest.mark.parametrize(
@@ -137,7 +131,7 @@ def test_device_cuda_for_built_in_model():
     assert batch.input_ids.device.type == "cuda"
 
 
-# ------------------------------------------------------------------------------------------------ item 7
+# ---------------------------------------------------------------------------------------------- dataset files
 
 LINES = [{"id": "a", "question": "Is 2 even?", "label": "yes"}, {"id": "b", "question": "Is 3 even?", "label": "no"}]
 
@@ -220,7 +214,7 @@ def test_lone_surrogate_in_a_plain_prompt_names_the_example(tiny):
         build_batch(tiny, ["Is 7 prime?", "Is \ud800 odd?"])  # plain strings are numbered
 
 
-# ------------------------------------------------------------------------------------------------ item 8 + 11
+# ------------------------------------------------------------------------- adapter.json fields and file modes
 
 
 @pytest.fixture()
@@ -282,7 +276,7 @@ def test_jsonl_written_follows_the_umask(tmp_path):
     assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
 
 
-# ------------------------------------------------------------------------------------------------ item 6
+# ---------------------------------------------------------------------------------------------- empty samples
 
 
 def test_empty_sample_is_refused_after_split_and_sample(tmp_path):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
@@ -78,14 +77,3 @@ def test_device_and_device_map_are_exclusive():
 def test_list_models_names_the_builtins():
     names = [m["name"] for m in models.list_models()]
     assert "smollm2-135m-instruct" in names and "tiny-random" in names
-
-
-@pytest.mark.slow
-def test_smollm2_loads_from_the_float_cache(smol):
-    assert (smol.n_layers, smol.n_heads, smol.n_kv_heads) == (30, 9, 3)
-    folder = Path(smol.source)
-    assert (folder / "config.json").is_file() and list(folder.glob("*.safetensors"))
-    ids = smol.tokenizer("The capital of France is", return_tensors="pt").input_ids
-    with torch.no_grad():
-        top = smol.bridge(ids)[0, -1].argmax().item()
-    assert smol.tokenizer.decode([top]).strip() == "Paris"

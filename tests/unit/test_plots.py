@@ -145,15 +145,6 @@ def test_save_figure_png_failure_keeps_html(result, tmp_path, monkeypatch, caplo
     assert any("failed (no renderer here)" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.slow
-def test_save_figure_writes_png_with_a_real_browser(result, tmp_path):
-    if plots.find_browser() is None:
-        pytest.skip("no Chromium on this machine")
-    paths = save_figure(nas_heatmap(result), tmp_path / "fig", timeout=120)
-    assert paths == [tmp_path / "fig.html", tmp_path / "fig.png"]
-    assert (tmp_path / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
 def test_save_figure_html_is_byte_stable(result, tmp_path):
     """The same figure written twice (even to two folders) gives identical HTML bytes: the div id is derived
     from the file name, not drawn at random (so regenerated committed figures do not churn)."""
