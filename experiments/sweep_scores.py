@@ -4,7 +4,7 @@ Joins a committed exact sweep (``nasa-lens sweep``'s ``effects.csv``) with the N
 (``nas.csv``) and, when given, an attribution sweep of the same questions, and writes ``sweep_vs_scores.csv``
 (``layer,head,effect_mean,effect_stderr,rank_effect,nas_mean,attribution``; rank 1 = the head whose removal
 raises ``logit(Yes) - logit(No)`` most). Spearman over heads is then a one-line recomputation
-(``tests/test_evidence.py``). A bootstrap over questions for that correlation is not computed here.
+(``tests/integration/test_evidence.py``). A bootstrap over questions for that correlation is not computed here.
 
     python experiments/sweep_scores.py --sweep figures/data/sweep_smollm2_strategyqa-test200_zero_after \\
         --nas figures/data/scans/smollm2-135m-instruct_strategyqa-test200_yes-no/nas.csv \\

@@ -403,3 +403,13 @@ def test_moved_names_still_import_from_the_old_module_with_a_warning(old, new):
         assert getattr(importlib.import_module(old_module), name) is getattr(importlib.import_module(new_module), name)
     with pytest.raises(AttributeError, match="has no attribute 'nothing_here'"):
         importlib.import_module(old_module).nothing_here
+
+
+def test_the_unit_tier_holds_no_slow_test():
+    """tests/unit is the fast tier (docs/testing.md): a test that needs ``slow`` belongs in tests/integration."""
+    def marks_slow(path: Path) -> bool:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        return any(isinstance(n, ast.Attribute) and n.attr == "slow" and ast.unparse(n.value) == "pytest.mark" for n in ast.walk(tree))
+
+    assert sorted(p.name for p in (REPO / "tests" / "unit").glob("*.py") if marks_slow(p)) == []
+    assert marks_slow(REPO / "tests" / "integration" / "test_nas.py")  # the check sees a mark where there is one

@@ -1,6 +1,6 @@
 """What the CLI shows a person and a program: tables that fit the terminal, the same rows as ``--json``,
 ``--help`` as plain text with one default per flag and an example that parses, ``--version``, ``-q`` (no
-progress bars), ``--log-file``, and the study's overall and stage bars."""
+progress bars), and ``--log-file`` (the study's overall and stage bars: tests/integration/test_cli_output.py)."""
 from __future__ import annotations
 
 import argparse

@@ -56,8 +56,6 @@ def test_registry_names_every_fix():
     from nasa_lens.vocab import DEBIAS_METHODS
 
     assert tuple(sorted(METHODS)) == tuple(sorted(DEBIAS_METHODS))
-    assert set(METHODS) == {"base", "threshold", "knockout", "mask", "steer", "nasa", "random", "all",
-                            "random-knockout", "random-mask", "random-steer"}
     with pytest.raises(DebiasError, match="unknown de-biasing method 'ridge'"):
         make_method("ridge")
     assert issubclass(DebiasError, NasaLensError)

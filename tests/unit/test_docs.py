@@ -3,7 +3,7 @@
 Checks that every relative link and image path resolves (and every #anchor names a heading), that the README's
 first screen holds the two commands and a runnable quick start, that the README links every docs page, and that
 every ``nasa-lens`` command line shown in a bash block parses with the real CLI parser (so a renamed flag shows
-here). The slow test runs the README's Python quick start with a smaller limit.
+here). The README's Python quick start runs in tests/integration/test_docs.py.
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@
 * head specs: any text gives a :class:`HeadSpecError` or valid, distinct heads in range;
 * adapter metadata: any JSON in ``adapter.json`` gives an :class:`AdapterError` or a valid adapter.
 
-Runs are derandomized (the same examples every run) so CI is reproducible; the real-tokenizer cases are
-``slow`` and keep their example counts small.
+Runs are derandomized (the same examples every run) so CI is reproducible; the real-tokenizer cases (SmolLM2,
+Gemma) are in tests/integration/test_properties.py and keep their example counts small.
 """
 from __future__ import annotations
 

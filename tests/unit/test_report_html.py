@@ -1,5 +1,5 @@
-"""report.html: the markdown converter, the finished-study check, the CLI, and a real page in headless Chromium
-(offline: no request leaves the machine, no console error, every figure drawn, a screenshot that is not blank)."""
+"""report.html: the markdown converter, the finished-study check and the page checker (a study's real page in
+headless Chromium, and the CLI that rebuilds it: tests/integration/test_report_html.py)."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,5 @@
 """The study: config (TOML, validation), stage caching and invalidation, the real pipeline on tiny-random,
-and an interrupted run (killed during the fine-tune) resuming to the same results."""
+(an interrupted run resuming to the same results, and the Gemma 3 built-in: tests/integration/test_study.py)."""
 from __future__ import annotations
 
 import json
