@@ -5,6 +5,7 @@ import pytest
 
 from nasa_lens import plots
 from nasa_lens.plots import nas_heatmap, save_figure
+from unit.test_plots import result  # a fixture
 
 
 @pytest.mark.slow

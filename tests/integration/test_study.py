@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from unit.test_study import REPO, write_toml
+from unit.test_study import REPO, tiny_study, write_toml  # tiny_study: a fixture
 
 
 def _close(a, b, path="") -> None:

@@ -7,7 +7,7 @@ import torch
 from nasa_lens.causal.suffix import SuffixError, SuffixRunner
 from nasa_lens.interventions import AttentionKnockout, HeadAblation, collect_z_reference
 from nasa_lens.prompts import PromptFormat, build_batch
-from unit.test_suffix import LEADING, full_pair
+from unit.test_suffix import LEADING, examples, full_pair  # examples: a fixture
 
 
 # ------------------------------------------------------------------------------------------ real models (slow)

@@ -35,7 +35,7 @@ FAST = settings(max_examples=120, deadline=None, derandomize=True, suppress_heal
 # ------------------------------------------------------------------------------------------------ prompts
 
 # Any text a user could paste as a question: every Unicode category except lone surrogates (refused with a
-# clear error, tested in test_hostile.py), including the candidate words, braces, newlines and special-token text.
+# clear error, tested in test_library_input_errors.py), including the candidate words, braces, newlines and special-token text.
 QUESTION = st.one_of(
     st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=80),
     st.lists(st.sampled_from(["Yes", "No", "True", "False", "yes", "{first}", "{}", "<|im_end|>", "\n", " ", "?", "Is", "7", "prime"]), min_size=1, max_size=12).map(" ".join),
