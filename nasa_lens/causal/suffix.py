@@ -26,7 +26,7 @@ starts later has a few clean columns recomputed (exactly) too. ``start=0`` gives
 that only skips the layers below the intervention (today's ``run_with_hooks(start_at_layer=l)`` still runs
 them, see :mod:`nasa_lens.causal.runner`).
 
-Exactness is checked in ``tests/test_suffix.py`` against full forwards with the same hooks: head ablation
+Exactness is checked in ``tests/unit/test_suffix.py`` (real models: ``tests/integration/test_suffix.py``) against full forwards with the same hooks: head ablation
 (zero, mean, resample), attention knockout and activation patching, on padded batches of mixed lengths, on
 tiny-random in float64 (1e-10) and float32, SmolLM2 and Gemma 3 270M (sliding-window layers, q/k norms).
 """

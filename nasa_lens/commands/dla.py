@@ -1,16 +1,17 @@
-"""``nasa-lens dla`` (direct logit attribution per head, split by the source token it reads) and
-``nasa-lens paths`` (path patching: sender head -> receiver head's q/k/v, or directly). Thin: each handler
-builds its configs from the flags and calls one job of :mod:`nasa_lens.jobs.dla`."""
+"""``nasa-lens dla``: direct logit attribution per head, split by the source token it reads. Thin: the handler
+builds its configs from the flags and calls :func:`nasa_lens.jobs.dla.run_dla`. (``nasa-lens paths`` is
+:mod:`nasa_lens.commands.path_patching`.)"""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from nasa_lens.commands.common import add_data_args, add_model_args, add_out_arg, data_spec, model_spec
 from nasa_lens.commands.flags import add_config_flags, config_from_args
 from nasa_lens.commands.logs import progress_on
 from nasa_lens.commands.tables import add_json_flag, print_table, say
-from nasa_lens.jobs.dla import DLAConfig, PathsConfig
+from nasa_lens.jobs.dla import DLAConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,20 +29,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     p.set_defaults(func=_dla)
 
-    p = sub.add_parser(
-        "paths",
-        help="path patching: a sender head's effect through a receiver head's q, k or v, or directly",
-        description="On counterfactual pairs (candidate order swapped, or gold answer flipped), add the sender's "
-        "clean-minus-corrupted output to one receiver's query/key/value input (or to the final norm) and measure "
-        "the normalised change of logit(Yes) - logit(No). Writes paths.csv and a senders x receivers heatmap per input.",
-    )
-    add_model_args(p)
-    add_data_args(p)
-    add_config_flags(p, PathsConfig)
-    add_out_arg(p, "output folder")
-    add_json_flag(p)
-    p.set_defaults(func=_paths)
-
 
 def _dla(args: argparse.Namespace) -> int:
     from nasa_lens.jobs.dla import run_dla
@@ -56,14 +43,13 @@ def _dla(args: argparse.Namespace) -> int:
     return 0
 
 
-def _paths(args: argparse.Namespace) -> int:
-    from nasa_lens.jobs.dla import run_paths
+def __getattr__(name: str) -> Any:
+    if name == "_paths":  # the paths handler moved with path patching
+        import warnings
 
-    cfg = config_from_args(PathsConfig, args)
-    model, data = model_spec(args), data_spec(args)
-    result = run_paths(cfg, Path(args.out), model=model, data=data, progress=progress_on(args))
-    frame = result.to_dataframe().sort_values("normalized", key=abs, ascending=False).head(10)
-    say(args, f"path patching, {result.kind} pairs (n={result.n}), gap {result.gap:+.3f}, {result.seconds:.0f} s")
-    print_table(args, frame, ["sender", "receiver", "via", "normalized", "ci_low", "ci_high"], floatfmt="+.3f")
-    say(args, f"wrote paths.csv and figures in {args.out}")
-    return 0
+        from nasa_lens.commands import path_patching
+
+        warnings.warn("nasa_lens.commands.dla._paths is deprecated; import it from nasa_lens.commands.path_patching",
+                      DeprecationWarning, stacklevel=2)
+        return path_patching._paths
+    raise AttributeError(f"module 'nasa_lens.commands.dla' has no attribute {name!r}")

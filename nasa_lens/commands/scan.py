@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from nasa_lens.commands.common import add_out_arg
+from nasa_lens.commands.common import add_data_args, add_model_args, add_out_arg, data_spec, model_spec
 from nasa_lens.commands.flags import add_config_flags, config_from_args
 from nasa_lens.commands.logs import progress_on
 from nasa_lens.commands.tables import add_json_flag, print_table, say
@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Score every attention head by how much more it attends to the 'No' candidate of the "
         "instruction than to 'Yes' (NAS, Yu et al. 2025); write nas.csv, per-example scores and a heatmap.",
     )
+    add_model_args(p)
+    add_data_args(p)
     add_config_flags(p, ScanConfig, rename={"top_k": "top"})
     add_out_arg(p, "output folder")
     add_json_flag(p)
@@ -34,9 +36,10 @@ def _scan(args: argparse.Namespace) -> int:
     from nasa_lens.heads import format_head
     from nasa_lens.jobs.scan import run_scan
 
-    cfg = config_from_args(ScanConfig, args)  # validates every value before anything is loaded
+    cfg = config_from_args(ScanConfig, args)  # validated (with the model and data specs) before loading
+    model, data = model_spec(args), data_spec(args)
     out = Path(args.out)
-    result = run_scan(cfg, out, progress=progress_on(args))
+    result = run_scan(cfg, out, model=model, data=data, progress=progress_on(args))
     table = result.ranking_frame().head(min(cfg.top_k, result.n_layers * result.n_heads))
     table.insert(0, "head_id", [format_head((int(r.layer), int(r.head))) for r in table.itertuples()])
     say(args, f"NAS of {result.model} on {result.dataset} ({result.format}, positions={result.positions}, n={result.n})")

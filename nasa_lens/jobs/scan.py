@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 from nasa_lens.parallel import writer_only
 from nasa_lens.jobs.common import DataConfig, ModelConfig
 from nasa_lens.vocab import (
-    DEFAULT_MODEL,
     FORMATS,
     NAS_HEATMAP_FILE,
     NAS_META_FILE,
@@ -33,13 +32,9 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class ScanConfig:
-    """Everything one NAS scan needs (``nasa-lens scan`` builds it from its flags; each field's help is its flag's)."""
+    """How ``nasa-lens scan`` scores the heads (the model and data are a :class:`ModelConfig` /
+    :class:`DataConfig`; each field's help is its flag's)."""
 
-    data: str = field(metadata={"help": "dataset name (see `nasa-lens data list`) or a .jsonl path"})
-    model: str = field(default=DEFAULT_MODEL, metadata={"help": "built-in name, local folder, .gguf file or hub id"})
-    limit: int | None = field(default=None, metadata={"help": "a label-balanced sample of exactly N examples (N//2 no, the rest yes); an error when either label has too few"})
-    seed: int = field(default=0, metadata={"help": "sampling seed"})
-    split: str | None = field(default=None, metadata={"help": "train or test split (default: all examples)", "choices": ("train", "test")})
     positions: str = field(
         default="after",
         metadata={"help": "query positions summed: after the instruction's later candidate, or the last token only",
@@ -47,51 +42,28 @@ class ScanConfig:
     )
     format: str = field(default="yes-no", metadata={"help": "prompt format", "choices": FORMATS})
     batch_size: int = field(default=16, metadata={"help": "examples per forward"})
-    adapter: str | None = field(default=None, metadata={"help": "a NASA adapter (.safetensors) to apply first"})
-    device: str | None = field(default=None, metadata={"help": "cpu, cuda, cuda:1... (default: the bridge's choice)"})
-    device_map: str | None = field(
-        default=None, metadata={"help": "Hugging Face device map, e.g. auto (spreads a large model over GPUs)"}
-    )
     top_k: int = field(default=10, metadata={"help": "how many top heads to print"})
     png: bool = field(default=True, metadata={"help": "also write the heatmap as PNG (needs a Chromium)"})
 
     def __post_init__(self) -> None:
-        if not str(self.data).strip():
-            raise InputError("data must name a dataset or a JSONL path")
-        if not str(self.model).strip():
-            raise InputError("model must be a model name or path")
         if self.positions not in POSITIONS:
             raise InputError(f"positions must be one of {list(POSITIONS)}, got {self.positions!r}")
-        if self.limit is not None and self.limit <= 0:
-            raise InputError(f"limit must be > 0 (or None for all examples), got {self.limit}")
         if self.batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.top_k < 1:
             raise InputError(f"top_k must be >= 1, got {self.top_k} (flag --top)")
-        if self.split not in (None, "train", "test"):
-            raise InputError(f"split must be 'train', 'test' or None, got {self.split!r}")
         check_format(self.format, InputError)
-        if self.device is not None and self.device_map is not None:
-            raise InputError("give either device or device_map, not both")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @property
-    def model_spec(self) -> ModelConfig:
-        return ModelConfig(self.model, self.device, self.device_map, self.adapter)
-
-    @property
-    def data_spec(self) -> DataConfig:
-        return DataConfig(self.data, self.limit, self.seed, self.split)
 
 
 def run_scan(
     cfg: ScanConfig,
     out_dir: str | Path,
     *,
-    model: LoadedModel | None = None,
-    dataset: Sequence[Any] | None = None,
+    model: ModelConfig | LoadedModel,
+    data: DataConfig | Sequence[Any],
     progress: bool = True,
 ) -> NASResult:
     """Run one scan and write its files into ``out_dir``:
@@ -100,8 +72,9 @@ def run_scan(
     * ``nas_scores.npz`` + ``nas_scores.json``: per-example scores (:meth:`NASResult.save`);
     * ``nas_heatmap.html`` (+ ``.png`` when a Chromium is available).
 
-    ``model`` / ``dataset`` may be passed in (already loaded, adapter applied); otherwise they are loaded
-    from ``cfg`` (the adapter with :func:`nasa_lens.adapters.load_adapter`).
+    ``model`` / ``data`` are specs (loaded here: the data first, so bad data is reported before the model
+    loads; the adapter with :func:`nasa_lens.adapters.load_adapter`) or an already loaded model (adapter
+    applied) / dataset. The specs' fields are recorded beside ``cfg``'s in the result's ``meta["config"]``.
     """
     from nasa_lens.io import atomic_output, atomic_path, check_out_dir
     from nasa_lens.nas import scan_nas
@@ -109,14 +82,14 @@ def run_scan(
     from nasa_lens.prompts import PromptFormat
 
     out = check_out_dir(out_dir)
-    if dataset is None:
-        dataset = cfg.data_spec.load()  # bad data is reported before the model loads
-    if model is None:
-        model = cfg.model_spec.load()
+    config = {**(asdict(model) if isinstance(model, ModelConfig) else {}),
+              **(asdict(data) if isinstance(data, DataConfig) else {}), **cfg.to_dict()}
+    data = data.load() if isinstance(data, DataConfig) else data  # bad data is reported before the model loads
+    model = model.load() if isinstance(model, ModelConfig) else model
     result = scan_nas(
-        model, dataset, PromptFormat.named(cfg.format), positions=cfg.positions, batch_size=cfg.batch_size, progress=progress
+        model, data, PromptFormat.named(cfg.format), positions=cfg.positions, batch_size=cfg.batch_size, progress=progress
     )
-    result.meta["config"] = cfg.to_dict()
+    result.meta["config"] = config
     with writer_only() as write:  # data-parallel (torchrun): rank 0 writes and draws, the others wait
         if write:
             with atomic_output(out) as tmp:  # the files appear together
