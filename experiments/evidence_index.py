@@ -28,7 +28,7 @@ DEBIAS = {"s0": f"{_B} --seeds 0 --lambdas 0 --out figures/data/debias_smollm2_l
                     '--extra "" --seeds 0 --out figures/data/debias_gemma3-270m_lookup'),
           "gemma_nasa": (f'{_B} --model gemma3-270m --once "" --seeds 0 --lambdas 0 '
                          '--out figures/data/debias_gemma3-270m_lookup_nasa')}
-_C = "python experiments/debias_lookup.py --threads 2 --steps 30"
+_C = "python experiments/debias_lookup.py --threads 1 --steps 30"
 DEBIAS["steps30"] = (f"{_C} --seeds 0 1 2 --lambdas 0 0.1 1 --extra knockout,steer,random-knockout "
                      "--out figures/data/debias_smollm2_lookup_steps30")
 DEBIAS["cross"] = (f"{_C} --train strategyqa --tests strategyqa,boolq,gsm8k-verify --seeds 0 1 2 --lambdas 0 "
@@ -154,24 +154,35 @@ def order_claims(m: str, n: str = SQA) -> None:
                 claim(f"order {m}: {kind} head {r} {col}", f, TABLES, col, f"{kind}_rank == {r}", "value", "{:.1f}")
 
 
-ORDER_CAUSAL = "python experiments/order_causal.py --limit 100 --n-random 6 --out figures/data/order_causal_smollm2"
+ORDER_CAUSAL = {"": ("order_causal_smollm2", "python experiments/order_causal.py --limit 100 --n-random 6 "
+                                                "--out figures/data/order_causal_smollm2"),
+                "n200 ": ("order_causal_smollm2_n200", "python experiments/order_causal.py --limit 200 --n-random 20 --threads 1 "
+                                                       "--out figures/data/order_causal_smollm2_n200")}
 
 
-def order_causal_claims() -> None:
-    f = f"{D}/order_causal_smollm2/effects.csv"
+def order_causal_claims(tag: str = "") -> None:
+    """The order-independent "No" heads zero-ablated in both prompt orders, against random sets of as many heads;
+    ``null_p``: the share of random sets (plus one) whose ablation raises ``logit(Yes) - logit(No)`` (or, with
+    ``null_p_le``, lowers it) at least as much."""
+    folder, cmd = ORDER_CAUSAL[tag]
+    f = f"{D}/{folder}/effects.csv"
     for fmt in ("yes-no", "no-yes"):
         for st in ("none", "no-both", "second", "random0", "random1"):
             q = f"format == '{fmt}' and set == '{st}'"
-            claim(f"order causal {fmt} {st}: n", f, ORDER_CAUSAL, "n", q, "value", "{:.0f}")
-            claim(f"order causal {fmt} {st}: yes_rate", f, ORDER_CAUSAL, "yes_rate", q, "value", "{:.2f}")
+            claim(f"order causal {tag}{fmt} {st}: n", f, cmd, "n", q, "value", "{:.0f}")
+            claim(f"order causal {tag}{fmt} {st}: yes_rate", f, cmd, "yes_rate", q, "value", "{:.2f}")
             for k in ("d_yes_rate", "d_logit_diff"):
                 for suffix in ("", "_lo", "_hi"):
-                    claim(f"order causal {fmt} {st}: {k}{suffix}", f, ORDER_CAUSAL, k + suffix, q, "value", "{:+.2f}")
-        q = f"format == '{fmt}' and set not in ['none', 'no-both', 'second']"
-        claim(f"order causal {fmt} random: sets", f, ORDER_CAUSAL, "set", q, "nunique", "{:.0f}")
+                    claim(f"order causal {tag}{fmt} {st}: {k}{suffix}", f, cmd, k + suffix, q, "value", "{:+.2f}")
+        rnd = f"format == '{fmt}' and set not in ['none', 'no-both', 'second']"
+        claim(f"order causal {tag}{fmt} random: sets", f, cmd, "set", rnd, "nunique", "{:.0f}")
         for k in ("d_yes_rate", "d_logit_diff"):
             for stat in ("min", "max", "mean"):
-                claim(f"order causal {fmt} random: {k} {stat}", f, ORDER_CAUSAL, k, q, stat, "{:+.2f}")
+                claim(f"order causal {tag}{fmt} random: {k} {stat}", f, cmd, k, rnd, stat, "{:+.2f}")
+            for st in ("no-both", "second"):
+                for stat in ("null_p", "null_p_le"):
+                    claim(f"order causal {tag}{fmt} {st} among random: {k} {stat}", f, cmd, k,
+                          f"format == '{fmt}' and set == '{st}' ;; {rnd}", stat, "{:.3f}")
 
 
 NULLS = f"{D}/nulls_smollm2_strategyqa-test64_zero_after"
@@ -244,8 +255,13 @@ def sweep_claims() -> None:
         f = f"{folder}/sweep_vs_scores.csv"
         for r in (1, 2, 3):
             claim(f"sweep {name}: rank {r} head", f, scores, "", f"rank_effect == {r}", "head", "head")
-            claim(f"sweep {name}: rank {r} effect", f, scores, "effect_mean", f"rank_effect == {r}", "value", "{:+.2f}")
+            claim(f"sweep {name}: rank {r} effect", f, scores, "effect_mean", f"rank_effect == {r}", "value",
+                  "{:+.2f}" if name == "zero" else "{:+.4f}")
         claim(f"sweep {name}: NAS rank 1 head's effect rank", f, scores, "rank_effect", "layer == 16 and head == 0", "value", "{:.0f}")
+        claim(f"sweep {name}: NAS rank 1 head's effect", f, scores, "effect_mean", "layer == 16 and head == 0", "value",
+              "{:+.2f}" if name == "zero" else "{:+.4f}")
+        claim(f"sweep {name}: largest effect", f, scores, "effect_mean", "", "max", "{:+.2f}" if name == "zero" else "{:+.4f}")
+        claim(f"sweep {name}: most negative effect", f, scores, "effect_mean", "", "min", "{:+.2f}" if name == "zero" else "{:+.4f}")
         f = f"{folder}/scores_by_example.csv.gz"
         claim(f"sweep {name}: questions shared with the scores", f, scores, "id", "", "nunique", "{:.0f}")
         for score in score_names:
@@ -277,6 +293,7 @@ def build() -> None:
     for m in (SMOL, GEMMA):
         order_claims(m)
     order_causal_claims()
+    order_causal_claims("n200 ")
     null_claims("zero")
     null_claims("mean")
     sweep_claims()
