@@ -37,12 +37,17 @@ log = logging.getLogger("experiments.debias_lookup")
 
 
 def nasa_with_lambda(lambda_nas: float, **options):
-    """The registry's ``nasa`` fix with the NAS-alignment weight set (the registry's fix has no such option)."""
+    """The registry's ``nasa`` fix with the NAS-alignment weight set (the registry's fix has no such option).
+
+    It overrides :meth:`nasa_lens.debias.nasa.NASA.training_config`, the one place the fix builds its
+    ``NASAConfig``; ``tests/unit/test_debias.py`` checks that the weight reaches the trainer. (Until this session
+    it overrode ``config``, the method's earlier name: after the rename the override was dead and every
+    ``lambda_nas`` trained as 0.)"""
     from nasa_lens.debias.nasa import NASA
 
     class NASALambda(NASA):
-        def config(self, heads):
-            return dataclasses.replace(super().config(heads), lambda_nas=lambda_nas)
+        def training_config(self, heads):
+            return dataclasses.replace(super().training_config(heads), lambda_nas=lambda_nas)
 
     fix = NASALambda(**options)
     fix.name = "nasa" if lambda_nas == 0 else f"nasa-lambda{lambda_nas:g}"

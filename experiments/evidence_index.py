@@ -220,7 +220,14 @@ SWEEPS = {
             _SCORES.format(sweep="sweep_smollm2_strategyqa-test64_zero_all")
             + " --other figures/data/sweep_smollm2_strategyqa-test200_zero_after",
             ("nas", "dla_via_no", "dla_total", "other_effect")),
+    "gemma": (f"{D}/sweep_gemma3-270m_strategyqa-test200_zero_after",
+              "nasa-lens sweep --model gemma3-270m --data strategyqa --split test --limit 200 --mode zero --positions after "
+              "--no-png --out figures/data/sweep_gemma3-270m_strategyqa-test200_zero_after",
+              "python experiments/sweep_scores.py --sweep figures/data/sweep_gemma3-270m_strategyqa-test200_zero_after "
+              "--nas figures/data/scans/gemma3-270m_strategyqa-test200_yes-no",
+              ("nas",)),
 }
+SWEEP_TOP_NAS = {"gemma": (1, 0)}  # the top-NAS head of each sweep's model (SmolLM2: 16.0)
 SWEEP_CMD = SWEEPS["zero"][2]
 
 
@@ -256,12 +263,13 @@ def sweep_claims() -> None:
         for r in (1, 2, 3):
             claim(f"sweep {name}: rank {r} head", f, scores, "", f"rank_effect == {r}", "head", "head")
             claim(f"sweep {name}: rank {r} effect", f, scores, "effect_mean", f"rank_effect == {r}", "value",
-                  "{:+.2f}" if name == "zero" else "{:+.4f}")
-        claim(f"sweep {name}: NAS rank 1 head's effect rank", f, scores, "rank_effect", "layer == 16 and head == 0", "value", "{:.0f}")
-        claim(f"sweep {name}: NAS rank 1 head's effect", f, scores, "effect_mean", "layer == 16 and head == 0", "value",
-              "{:+.2f}" if name == "zero" else "{:+.4f}")
-        claim(f"sweep {name}: largest effect", f, scores, "effect_mean", "", "max", "{:+.2f}" if name == "zero" else "{:+.4f}")
-        claim(f"sweep {name}: most negative effect", f, scores, "effect_mean", "", "min", "{:+.2f}" if name == "zero" else "{:+.4f}")
+                  "{:+.4f}" if name == "mean" else "{:+.2f}")
+        top = "layer == {} and head == {}".format(*SWEEP_TOP_NAS.get(name, (16, 0)))
+        claim(f"sweep {name}: NAS rank 1 head's effect rank", f, scores, "rank_effect", top, "value", "{:.0f}")
+        claim(f"sweep {name}: NAS rank 1 head's effect", f, scores, "effect_mean", top, "value",
+              "{:+.4f}" if name == "mean" else "{:+.2f}")
+        claim(f"sweep {name}: largest effect", f, scores, "effect_mean", "", "max", "{:+.4f}" if name == "mean" else "{:+.2f}")
+        claim(f"sweep {name}: most negative effect", f, scores, "effect_mean", "", "min", "{:+.4f}" if name == "mean" else "{:+.2f}")
         f = f"{folder}/scores_by_example.csv.gz"
         claim(f"sweep {name}: questions shared with the scores", f, scores, "id", "", "nunique", "{:.0f}")
         for score in score_names:

@@ -322,3 +322,24 @@ def test_eval_refuses_a_fix_from_another_model(compare_out, tmp_path, capsys):
     rc = main(["eval", "--model", "tiny-random", "--data", "comparison", "--limit", "4", "--method", str(other), "--out", str(tmp_path / "o")])
     assert rc == 2
     assert "fitted on base model 'smollm2-135m-instruct', not on 'tiny-random'" in capsys.readouterr().err
+
+
+def test_the_lambda_arms_of_the_evidence_runs_reach_the_trainer():
+    """experiments/debias_lookup.py trains NASA with ``lambda_nas`` > 0 by overriding the fix's one
+    ``NASAConfig`` builder; the override must name a method the fix has (an override of a renamed method is
+    dead code, and every arm then trains with lambda 0: what happened to the first 30-step run)."""
+    import importlib.util
+    from pathlib import Path
+
+    from nasa_lens.debias.nasa import NASA
+
+    path = Path(__file__).resolve().parents[2] / "experiments" / "debias_lookup.py"
+    spec = importlib.util.spec_from_file_location("debias_lookup", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    fix = mod.nasa_with_lambda(0.5, k=2, steps=3, seed=1)
+    overridden = [n for n in vars(type(fix)) if callable(getattr(type(fix), n)) and not n.startswith("__")]
+    assert overridden and all(callable(getattr(NASA, n, None)) for n in overridden), overridden
+    cfg = fix.training_config([(0, 1), (1, 0)])
+    assert cfg.lambda_nas == 0.5 and cfg.steps == 3 and cfg.seed == 1 and fix.name == "nasa-lambda0.5"
+    assert mod.nasa_with_lambda(0.0, k=2).name == "nasa" and mod.nasa_with_lambda(0.0, k=2).training_config([(0, 1)]).lambda_nas == 0
