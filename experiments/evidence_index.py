@@ -29,13 +29,16 @@ DEBIAS = {"s0": f"{_B} --seeds 0 --lambdas 0 --out figures/data/debias_smollm2_l
           "gemma_nasa": (f'{_B} --model gemma3-270m --once "" --seeds 0 --lambdas 0 '
                          '--out figures/data/debias_gemma3-270m_lookup_nasa')}
 _C = "python experiments/debias_lookup.py --threads 1 --steps 30"
-DEBIAS["steps30"] = (f"{_C} --seeds 0 1 2 --lambdas 0 0.1 1 --extra knockout,steer,random-knockout "
+DEBIAS["steps30"] = (f"{_C} --seeds 0 1 2 --lambdas 0 --extra knockout,steer,random-knockout "
                      "--out figures/data/debias_smollm2_lookup_steps30")
+DEBIAS["steps30_lambda"] = (f"{_C} --once '' --no-random --extra '' --seeds 0 1 2 --lambdas 0.1 1 "
+                            "--out figures/data/debias_smollm2_lookup_steps30_lambda")
 DEBIAS["cross"] = (f"{_C} --train strategyqa --tests strategyqa,boolq,gsm8k-verify --seeds 0 1 2 --lambdas 0 "
                    "--extra knockout,steer --out figures/data/debias_smollm2_strategyqa_cross")
 FOLDER = {"s0": "debias_smollm2_lookup_s0", "s12": "debias_smollm2_lookup_s12", "lambda": "debias_smollm2_lookup_lambda",
           "gemma": "debias_gemma3-270m_lookup", "gemma_nasa": "debias_gemma3-270m_lookup_nasa",
-          "steps30": "debias_smollm2_lookup_steps30", "cross": "debias_smollm2_strategyqa_cross"}
+          "steps30": "debias_smollm2_lookup_steps30", "steps30_lambda": "debias_smollm2_lookup_steps30_lambda",
+          "cross": "debias_smollm2_strategyqa_cross"}
 NASA_ARMS = ("nasa", "nasa-lambda0.1", "nasa-lambda1", "random")
 CROSS_SETS = ("lookup-d1-test", "strategyqa-test", "boolq-test", "gsm8k-verify-test")
 
@@ -84,33 +87,46 @@ def fix_claims(run: str, method: str, seed: int, metrics=("accuracy", "yes_rate"
     claim(f"{run} {method} seed {seed}: lm_loss", f, DEBIAS[run.split()[0]], "lm_loss", q, "value", "{:.3f}")
     if method == "threshold":
         claim(f"{run} threshold fitted", f, DEBIAS[run.split()[0]], "threshold", q, "value", "{:.3f}")
+    if method.startswith(("nasa", "random")) and method != "random-knockout":
+        claim(f"{run} {method} seed {seed}: steps", f, DEBIAS[run.split()[0]], "steps", q, "value", "{:.0f}")
 
 
 def paired_claims(run: str, a: tuple[str, int], b: tuple[str, int], dataset: str = "lookup-d1-test",
-                  metric: str = "accuracy") -> None:
-    """Fix ``a`` minus fix ``b`` (each ``(method, seed)``) on the same questions, paired bootstrap."""
-    f = f"{D}/{FOLDER[run]}/predictions.csv.gz"
-    q = " ;; ".join(f"method == '{m}' and seed == {s} and dataset == '{dataset}'" for m, s in (a, b))
-    name = f"{run} {dataset}: {a[0]} s{a[1]} - {b[0]} s{b[1]} {metric}"
+                  metric: str = "accuracy", b_run: str | None = None) -> None:
+    """Fix ``a`` minus fix ``b`` (each ``(method, seed)``) on the same questions, paired bootstrap; with ``b_run``,
+    ``b`` comes from that run (both read from the runs' combined ``predictions.csv.gz``)."""
+    if b_run is None:
+        f, cmd = f"{D}/{FOLDER[run]}/predictions.csv.gz", DEBIAS[run]
+        q = " ;; ".join(f"method == '{m}' and seed == {s} and dataset == '{dataset}'" for m, s in (a, b))
+    else:
+        f, cmd = f"{D}/predictions.csv.gz", TABLES
+        q = " ;; ".join(f"run == '{FOLDER[r]}' and method == '{m}' and seed == {s} and dataset == '{dataset}'"
+                        for r, (m, s) in ((run, a), (b_run, b)))
+    name = f"{run} {dataset}: {a[0]} s{a[1]} - {b_run or run} {b[0]} s{b[1]} {metric}"
     for stat, fmt in (("paired", "{:+.3f}"), ("paired_lo", "{:+.3f}"), ("paired_hi", "{:+.3f}"), ("paired_p", "{:.3f}")):
-        claim(f"{name} ({stat})", f, DEBIAS[run], metric, q, stat, fmt)
+        claim(f"{name} ({stat})", f, cmd, metric, q, stat, fmt)
 
 
 def debias_claims() -> None:
-    """The 30-step in-domain comparison (every NASA arm with three seeds, paired differences) and the cross-domain
-    rows (StrategyQA train -> four test sets)."""
+    """The 30-step in-domain comparison (NASA on top-NAS and on random heads with three seeds, the other fixes,
+    paired differences), its ``lambda_nas`` arms (three seeds each) and the cross-domain rows (StrategyQA train ->
+    four test sets)."""
     for method in ("base", "threshold", "knockout", "steer", "random-knockout"):
         fix_claims("steps30", method, 0)
     for seed in (0, 1, 2):
-        for method in NASA_ARMS:
+        for method in ("nasa", "random"):
             fix_claims("steps30", method, seed, metrics=("accuracy", "yes_rate", "auroc"))
             paired_claims("steps30", (method, seed), ("threshold", 0))
-        for method in NASA_ARMS[:3]:
-            paired_claims("steps30", (method, seed), ("random", seed))
+        paired_claims("steps30", ("nasa", seed), ("random", seed))
         for method in NASA_ARMS[1:3]:
-            paired_claims("steps30", (method, seed), ("nasa", seed))
-    for method in NASA_ARMS:
+            fix_claims("steps30_lambda", method, seed, metrics=("accuracy", "yes_rate", "auroc"))
+            paired_claims("steps30_lambda", (method, seed), ("nasa", seed), b_run="steps30")
+    for method in ("knockout", "steer", "random-knockout"):
+        paired_claims("steps30", (method, 0), ("threshold", 0))
+    for method in ("nasa", "random"):
         across_seeds(method, runs=("steps30",), tag="steps30 ")
+    for method in NASA_ARMS[1:3]:
+        across_seeds(method, runs=("steps30_lambda",), tag="steps30 lambda ")
     for ds in CROSS_SETS:
         for method in ("base", "threshold", "knockout", "steer"):
             fix_claims("cross", method, 0, metrics=("accuracy", "yes_rate", "auroc", "pr_gap"), dataset=ds)
@@ -119,6 +135,7 @@ def debias_claims() -> None:
             for seed in (0, 1, 2):
                 fix_claims("cross", method, seed, metrics=("accuracy", "yes_rate", "auroc", "pr_gap"), dataset=ds)
                 paired_claims("cross", (method, seed), ("threshold", 0), dataset=ds)
+                paired_claims("cross", (method, seed), ("base", 0), dataset=ds)
             paired_claims("cross", ("nasa", 0), ("random", 0), dataset=ds)
 
 

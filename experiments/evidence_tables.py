@@ -14,6 +14,7 @@ Reads ``figures/data/scans/<model>_<data>_<format>/`` (written by ``experiments/
   candidates), and, where a comparison exists, the in-domain threshold's accuracy;
 * ``figures/data/comparison.csv``: every ``figures/data/debias_*/comparison.csv`` (``experiments/debias_lookup.py``)
   in one table, with its ``model``, ``seed`` and ``train`` columns and ``run`` (the folder);
+* ``figures/data/predictions.csv.gz``: every ``debias_*/predictions.csv.gz`` in one file, with ``run``;
 * ``figures/data/runtimes.csv``: every committed run's wall time (from its ``run.json``);
 * ``figures/models_side_by_side.html`` (and ``.png`` when a Chromium is found).
 
@@ -131,6 +132,19 @@ def comparison() -> pd.DataFrame | None:
     return frame
 
 
+def predictions() -> pd.DataFrame | None:
+    """Every ``debias_*`` run's per-question ``predictions.csv.gz`` in one file (with ``run``, the folder), so
+    that two fixes of different runs can be compared on the same questions."""
+    from nasa_lens.io import write_csv_gz
+
+    parts = [pd.read_csv(p, dtype={"id": str}).assign(run=p.parent.name) for p in sorted(DATA.glob("debias_*/predictions.csv.gz"))]
+    if not parts:
+        return None
+    frame = pd.concat(parts, ignore_index=True)
+    write_csv_gz(DATA / "predictions.csv.gz", frame)
+    return frame
+
+
 def runtimes() -> pd.DataFrame:
     """The wall time of every committed run (its ``run.json``), in minutes: what ``make results`` costs."""
     import json
@@ -183,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         print(pd.DataFrame(rows).to_string(index=False))
     runtimes()
     comp = comparison()  # before side_by_side(), which reads it
+    predictions()
     if comp is not None:
         print(comp[["model", "seed", "method", "n", "accuracy", "yes_rate", "auroc", "pr_gap"]].to_string(index=False))
     frame = side_by_side()
