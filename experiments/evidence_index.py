@@ -137,6 +137,9 @@ def debias_claims() -> None:
                 paired_claims("cross", (method, seed), ("threshold", 0), dataset=ds)
                 paired_claims("cross", (method, seed), ("base", 0), dataset=ds)
             paired_claims("cross", ("nasa", 0), ("random", 0), dataset=ds)
+        paired_claims("cross", ("knockout", 0), ("base", 0), dataset=ds)
+    paired_claims("cross", ("knockout", 0), ("threshold", 0), b_run="steps30")  # against the in-domain threshold
+    paired_claims("cross", ("knockout", 0), ("knockout", 0), b_run="steps30")  # against knockout fitted in-domain
 
 
 def across_seeds(method: str, model: str = SMOL, runs: tuple[str, ...] = ("s0", "s12"), dataset: str = "lookup-d1-test",
