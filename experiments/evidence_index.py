@@ -39,6 +39,10 @@ FOLDER = {"s0": "debias_smollm2_lookup_s0", "s12": "debias_smollm2_lookup_s12", 
           "gemma": "debias_gemma3-270m_lookup", "gemma_nasa": "debias_gemma3-270m_lookup_nasa",
           "steps30": "debias_smollm2_lookup_steps30", "steps30_lambda": "debias_smollm2_lookup_steps30_lambda",
           "cross": "debias_smollm2_strategyqa_cross"}
+for _s in (0, 1, 2):  # the random-head control of the cross-domain knockout: knockout (k fitted) and as many random heads
+    DEBIAS[f"randko_s{_s}"] = (f"{_C} --train strategyqa --once '' --lambdas --no-random --extra knockout,random-knockout "
+                               f"--seeds {_s} --out figures/data/debias_smollm2_strategyqa_randko_s{_s}")
+    FOLDER[f"randko_s{_s}"] = f"debias_smollm2_strategyqa_randko_s{_s}"
 NASA_ARMS = ("nasa", "nasa-lambda0.1", "nasa-lambda1", "random")
 CROSS_SETS = ("lookup-d1-test", "strategyqa-test", "boolq-test", "gsm8k-verify-test")
 
@@ -138,6 +142,11 @@ def debias_claims() -> None:
                 paired_claims("cross", (method, seed), ("base", 0), dataset=ds)
             paired_claims("cross", ("nasa", 0), ("random", 0), dataset=ds)
         paired_claims("cross", ("knockout", 0), ("base", 0), dataset=ds)
+    for seed in (0, 1, 2):
+        fix_claims(f"randko_s{seed}", "random-knockout", seed, metrics=("accuracy", "yes_rate", "auroc"))
+        fix_claims(f"randko_s{seed}", "knockout", seed, metrics=("accuracy",))
+        paired_claims(f"randko_s{seed}", ("knockout", seed), ("random-knockout", seed))
+    across_seeds("random-knockout", runs=("randko_s0", "randko_s1", "randko_s2"), tag="cross lookup ")
     paired_claims("cross", ("knockout", 0), ("threshold", 0), b_run="steps30")  # against the in-domain threshold
     paired_claims("cross", ("knockout", 0), ("knockout", 0), b_run="steps30")  # against knockout fitted in-domain
 
