@@ -126,19 +126,13 @@ def main(argv: list[str] | None = None) -> int:
         torch.manual_seed(seed)
         res = compare_fixes(model, train, test_sets, fixes, n_boot=args.n_boot, seed=seed,
                             partial=out / f"partial_{i}.csv")
-        f = res.frame.copy()
-        f.insert(0, "seed", seed)
-        f.insert(0, "train", f"{args.train}-train")
-        f.insert(0, "model", model.name)
+        run_columns = {"model": model.name, "train": f"{args.train}-train", "seed": seed}
+        f = pd.concat([pd.DataFrame(run_columns, index=res.frame.index), res.frame], axis=1)
         f["lambda_nas"] = [float(m.split("lambda")[1]) if "lambda" in m else (0.0 if m in ("nasa", "random") else float("nan"))
                            for m in f.method]
         f["steps"] = [args.steps if m.startswith(("nasa", "random")) and m != "random-knockout" else 0 for m in f.method]
         frames.append(f)
-        pred = res.predictions.copy()
-        pred.insert(0, "seed", seed)
-        pred.insert(0, "train", f"{args.train}-train")
-        pred.insert(0, "model", model.name)
-        predictions.append(pred)
+        predictions.append(pd.concat([pd.DataFrame(run_columns, index=res.predictions.index), res.predictions], axis=1))
         with atomic_path(out / "comparison.csv") as tmp:
             pd.concat(frames).to_csv(tmp, index=False, float_format="%.6g")
         write_csv_gz(out / "predictions.csv.gz", pd.concat(predictions))

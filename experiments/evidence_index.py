@@ -229,35 +229,33 @@ ATTR_RUN = ("nasa-lens sweep --data strategyqa --split test --limit 200 --mode z
             "--no-png --out figures/data/sweep_smollm2_strategyqa-test200_attribution")
 DLA = f"{D}/dla_smollm2_strategyqa-test200"
 DLA_RUN = "nasa-lens dla --data strategyqa --split test --limit 200 --no-png --out figures/data/dla_smollm2_strategyqa-test200"
-_SCORES = ("python experiments/sweep_scores.py --sweep figures/data/{sweep} "
-           "--nas figures/data/scans/smollm2-135m-instruct_strategyqa-test200_yes-no --dla figures/data/dla_smollm2_strategyqa-test200")
+SMOL_SCAN = "figures/data/scans/smollm2-135m-instruct_strategyqa-test200_yes-no"
+
+
+def sweep_entry(name: str, flags: str, scores: tuple[str, ...], extra: str = "", nas: str = SMOL_SCAN,
+                run: str | None = None) -> tuple[str, str, str, tuple[str, ...]]:
+    """``(folder, the sweep's command, the scores' command, scores)`` of the sweep written to ``figures/data/NAME``
+    (``run``: the sweep's command when it is not ``nasa-lens sweep FLAGS --out figures/data/NAME``)."""
+    out = f"figures/data/{name}"
+    return (f"{D}/{name}", run or f"nasa-lens sweep {flags} --out {out}",
+            f"python experiments/sweep_scores.py --sweep {out} --nas {nas}{extra}", scores)
+
+
+_Q = "--data strategyqa --split test"
+_DLA = f" --dla {DLA}"
 # The exact single-head sweeps (issue #20 item 2): name -> (folder, the sweep's command, the scores' command, scores)
 SWEEPS = {
-    "zero": (SWEEP, SWEEP_RUN,
-             _SCORES.format(sweep="sweep_smollm2_strategyqa-test200_zero_after")
-             + " --attribution figures/data/sweep_smollm2_strategyqa-test200_attribution",
-             ("nas", "attribution", "dla_via_no", "dla_total")),
-    "mean": (f"{D}/sweep_smollm2_strategyqa-test200_mean_after",
-             "nasa-lens sweep --data strategyqa --split test --limit 200 --mode mean --positions after --no-png "
-             "--out figures/data/sweep_smollm2_strategyqa-test200_mean_after",
-             _SCORES.format(sweep="sweep_smollm2_strategyqa-test200_mean_after")
-             + " --other figures/data/sweep_smollm2_strategyqa-test200_zero_after",
-             ("nas", "dla_via_no", "dla_total", "other_effect")),
-    "all": (f"{D}/sweep_smollm2_strategyqa-test64_zero_all",
-            "nasa-lens sweep --data strategyqa --split test --limit 64 --mode zero --positions all --no-png "
-            "--out figures/data/sweep_smollm2_strategyqa-test64_zero_all",
-            _SCORES.format(sweep="sweep_smollm2_strategyqa-test64_zero_all")
-            + " --other figures/data/sweep_smollm2_strategyqa-test200_zero_after",
-            ("nas", "dla_via_no", "dla_total", "other_effect")),
-    "gemma": (f"{D}/sweep_gemma3-270m_strategyqa-test200_zero_after",
-              "nasa-lens sweep --model gemma3-270m --data strategyqa --split test --limit 200 --mode zero --positions after "
-              "--no-png --out figures/data/sweep_gemma3-270m_strategyqa-test200_zero_after",
-              "python experiments/sweep_scores.py --sweep figures/data/sweep_gemma3-270m_strategyqa-test200_zero_after "
-              "--nas figures/data/scans/gemma3-270m_strategyqa-test200_yes-no",
-              ("nas",)),
+    "zero": sweep_entry("sweep_smollm2_strategyqa-test200_zero_after", "", ("nas", "attribution", "dla_via_no", "dla_total"),
+                        f"{_DLA} --attribution {ATTR}", run=SWEEP_RUN),
+    "mean": sweep_entry("sweep_smollm2_strategyqa-test200_mean_after", f"{_Q} --limit 200 --mode mean --positions after --no-png",
+                        ("nas", "dla_via_no", "dla_total", "other_effect"), f"{_DLA} --other {SWEEP}"),
+    "all": sweep_entry("sweep_smollm2_strategyqa-test64_zero_all", f"{_Q} --limit 64 --mode zero --positions all --no-png",
+                       ("nas", "dla_via_no", "dla_total", "other_effect"), f"{_DLA} --other {SWEEP}"),
+    "gemma": sweep_entry("sweep_gemma3-270m_strategyqa-test200_zero_after",
+                         f"--model gemma3-270m {_Q} --limit 200 --mode zero --positions after --no-png", ("nas",),
+                         nas="figures/data/scans/gemma3-270m_strategyqa-test200_yes-no"),
 }
 SWEEP_TOP_NAS = {"gemma": (1, 0)}  # the top-NAS head of each sweep's model (SmolLM2: 16.0)
-SWEEP_CMD = SWEEPS["zero"][2]
 
 
 def null_claims(mode: str = "zero") -> None:

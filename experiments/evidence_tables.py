@@ -121,14 +121,18 @@ def side_by_side() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def runs_combined(file: str) -> pd.DataFrame | None:
+    """Every ``debias_*`` run's ``file`` in one frame, with ``run`` (the run's folder name)."""
+    parts = [pd.read_csv(p, dtype={"id": str}).assign(run=p.parent.name) for p in sorted(DATA.glob(f"debias_*/{file}"))]
+    return pd.concat(parts, ignore_index=True) if parts else None
+
+
 def comparison() -> pd.DataFrame | None:
     """Every ``debias_*`` run's ``comparison.csv`` in one table (``model``, ``seed``, ``train`` columns kept, and
     ``run``: the run's folder name)."""
-    parts = [pd.read_csv(p).assign(run=p.parent.name) for p in sorted(DATA.glob("debias_*/comparison.csv"))]
-    if not parts:
-        return None
-    frame = pd.concat(parts, ignore_index=True)
-    frame.to_csv(DATA / "comparison.csv", index=False, float_format="%.6g")
+    frame = runs_combined("comparison.csv")
+    if frame is not None:
+        frame.to_csv(DATA / "comparison.csv", index=False, float_format="%.6g")
     return frame
 
 
@@ -137,11 +141,9 @@ def predictions() -> pd.DataFrame | None:
     that two fixes of different runs can be compared on the same questions."""
     from nasa_lens.io import write_csv_gz
 
-    parts = [pd.read_csv(p, dtype={"id": str}).assign(run=p.parent.name) for p in sorted(DATA.glob("debias_*/predictions.csv.gz"))]
-    if not parts:
-        return None
-    frame = pd.concat(parts, ignore_index=True)
-    write_csv_gz(DATA / "predictions.csv.gz", frame)
+    frame = runs_combined("predictions.csv.gz")
+    if frame is not None:
+        write_csv_gz(DATA / "predictions.csv.gz", frame)
     return frame
 
 

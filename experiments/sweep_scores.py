@@ -28,7 +28,6 @@ suffix) as the score ``other_effect``.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 KEY = ["id", "layer", "head"]
@@ -45,18 +44,11 @@ def by_example(folder: Path, file: str, column: str, name: str):
 
 
 def dla_by_example(folder: Path):
-    """``nasa-lens dla``'s per-example scores (``dla_scores.npz``/``.json``) as ``id,layer,head,dla_via_no,dla_total``."""
-    import einops
-    import numpy as np
-    import pandas as pd
+    """``nasa-lens dla``'s per-example scores as ``id,layer,head,dla_via_no,dla_total``."""
+    from nasa_lens.dla import DLAResult
 
-    z = np.load(folder / "dla_scores.npz")
-    ids = json.loads((folder / "dla_scores.json").read_text())["ids"]
-    heads = z["heads"]  # [example, layer, head, source]: via_yes, via_no, via_other
-    n, L, H, _ = heads.shape
-    flat = einops.rearrange(heads, "e l h s -> (e l h) s")
-    return pd.DataFrame({"id": np.repeat(ids, L * H), "layer": np.tile(np.repeat(np.arange(L), H), n),
-                         "head": np.tile(np.arange(H), n * L), "dla_via_no": flat[:, 1], "dla_total": flat.sum(-1)})
+    frame = DLAResult.load(folder).to_dataframe()
+    return frame[KEY + ["via_no", "total"]].rename(columns={"via_no": "dla_via_no", "total": "dla_total"})
 
 
 def main(argv: list[str] | None = None) -> int:

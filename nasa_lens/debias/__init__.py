@@ -27,6 +27,7 @@ from nasa_lens.debias.compare import (
     compare_fixes,
     compare_methods,
     comparison_columns,
+    paired_frames,
     paired_from_predictions,
 )
 from nasa_lens.debias.threshold import fit_threshold
@@ -48,6 +49,7 @@ __all__ = [
     "load_method",
     "make_method",
     "method_names",
+    "paired_frames",
     "paired_from_predictions",
     "read_method_meta",
 ]

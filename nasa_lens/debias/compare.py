@@ -234,25 +234,34 @@ def prediction_rows(method: str, dataset: str, res: Any, threshold: float) -> pd
                          "threshold": float(threshold)}, columns=list(PREDICTION_COLUMNS))
 
 
+def paired_frames(a: pd.DataFrame, b: pd.DataFrame, metric: str = "accuracy", *, n_boot: int = 1000, seed: int = 0,
+                  what: str = "the two sets of predictions") -> dict[str, float]:
+    """Predictions ``a`` minus predictions ``b`` (two selections of :data:`PREDICTION_COLUMNS` rows) on the
+    questions both hold, matched by id, each at its own threshold (:func:`nasa_lens.evaluate.paired_difference`);
+    ``what`` names the two in the error when they share no question."""
+    from nasa_lens.evaluate import paired_difference
+
+    a, b = (rows.drop_duplicates("id").set_index("id") for rows in (a, b))
+    ids = a.index.intersection(b.index, sort=False)
+    if not len(ids):
+        raise DebiasError(f"{what} share no question")
+    a, b = a.loc[ids], b.loc[ids]
+    return paired_difference(a["label"].to_numpy(int), a["p_yes"].to_numpy(float), b["p_yes"].to_numpy(float),
+                             threshold_a=float(a["threshold"].iloc[0]), threshold_b=float(b["threshold"].iloc[0]),
+                             metric=metric, n_boot=n_boot, seed=seed)
+
+
 def paired_from_predictions(predictions: pd.DataFrame, a: str, b: str, dataset: str, metric: str = "accuracy", *,
                             n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
     """Fix ``a`` minus fix ``b`` on ``dataset`` from per-question predictions (:data:`PREDICTION_COLUMNS`):
-    the questions both answered, matched by id, each fix at its own threshold."""
-    from nasa_lens.evaluate import paired_difference
-
+    the questions both answered, matched by id, each fix at its own threshold (:func:`paired_frames`)."""
     sides = []
     for m in (a, b):
         rows = predictions[(predictions["method"] == m) & (predictions["dataset"] == dataset)]
         if rows.empty:
             raise DebiasError(f"no predictions of {m!r} on {dataset!r} (have: {sorted(set(predictions['method']))})")
-        sides.append(rows.drop_duplicates("id").set_index("id"))
-    ids = sides[0].index.intersection(sides[1].index, sort=False)
-    if not len(ids):
-        raise DebiasError(f"{a!r} and {b!r} share no question on {dataset!r}")
-    pa, pb = (s.loc[ids] for s in sides)
-    return paired_difference(pa["label"].to_numpy(int), pa["p_yes"].to_numpy(float), pb["p_yes"].to_numpy(float),
-                             threshold_a=float(pa["threshold"].iloc[0]), threshold_b=float(pb["threshold"].iloc[0]),
-                             metric=metric, n_boot=n_boot, seed=seed)
+        sides.append(rows)
+    return paired_frames(*sides, metric, n_boot=n_boot, seed=seed, what=f"{a!r} and {b!r} on {dataset!r}")
 
 
 def _mean_ci(values: np.ndarray | None) -> tuple[float, float, float]:

@@ -22,7 +22,7 @@ that wrote the file; ``make results`` runs each), then the recomputation spec: `
 * ``paired``, ``paired_lo``, ``paired_hi``, ``paired_p``: ``filter`` is ``A ;; B``, two selections of a
   per-question predictions file (``id,label,p_yes,threshold``); ``column`` (a bias metric) of A minus B on the
   questions both hold, with its 95% paired bootstrap bounds and two-sided p
-  (``nasa_lens.evaluate.paired_difference``, 1000 resamples, seed 0; each side at its own threshold)
+  (``nasa_lens.debias.paired_frames``, 1000 resamples, seed 0; each side at its own threshold)
 * ``metric``, ``metric_lo``, ``metric_hi``: ``column`` names a bias metric; recomputed (point value or 95%
   bootstrap bound, 1000 resamples, seed 0, threshold 0.5: what ``nasa-lens eval`` reports) from a
   ``predictions.csv`` (``label``, ``p_yes``, ``logit_diff``) with ``nasa_lens.evaluate.result_from_predictions``
@@ -109,16 +109,14 @@ def _rank_ci(file: str, filt: str, col: str, other: str) -> dict[str, float]:
 @functools.lru_cache(maxsize=None)
 def _paired(file: str, filt: str, col: str) -> dict[str, float]:
     """A paired difference of two selections of a predictions file (cached per file, filter and metric)."""
-    from nasa_lens.evaluate import paired_difference
+    from nasa_lens.debias import DebiasError, paired_frames
 
     df = _frame(file)
-    a, b = (df.query(f.strip()).drop_duplicates("id").set_index("id") for f in filt.split(";;"))
-    ids = a.index.intersection(b.index, sort=False)
-    assert len(ids), f"{filt}: the two selections share no question"
-    a, b = a.loc[ids], b.loc[ids]
-    return paired_difference(a["label"].to_numpy(int), a["p_yes"].to_numpy(float), b["p_yes"].to_numpy(float),
-                             threshold_a=float(a["threshold"].iloc[0]), threshold_b=float(b["threshold"].iloc[0]),
-                             metric=col, n_boot=1000, seed=0)
+    a, b = (df.query(f.strip()) for f in filt.split(";;"))
+    try:
+        return paired_frames(a, b, col, n_boot=1000, seed=0, what=f"{filt}: the two selections")
+    except DebiasError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def recompute(row: dict[str, str]) -> float | str:
