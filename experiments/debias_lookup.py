@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             fixes += [nasa_with_lambda(lam, **nasa_opts) for lam in args.lambdas]
             if args.random:
                 fixes.append(make_method("random", **{**opts["random"], "val_fraction": args.val_fraction}))
+        if not fixes:  # e.g. ``--once '' --lambdas --no-random``: only the extra fixes run
+            continue
         torch.manual_seed(seed)
         res = compare_fixes(model, train, test_sets, fixes, n_boot=args.n_boot, seed=seed,
                             partial=out / f"partial_{i}.csv")

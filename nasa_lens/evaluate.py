@@ -220,7 +220,12 @@ def paired_difference(
 
     point, ma, mb = diff(np.arange(len(y)))
     rng = np.random.default_rng(seed)
-    boot = np.array([diff(rng.integers(0, len(y), len(y)))[0] for _ in range(n_boot)])
+    if metric in ("accuracy", "yes_rate"):  # means of per-question values: every resample at once, same draws
+        per_q = {"accuracy": lambda p, t: (p > t).astype(int) == y, "yes_rate": lambda p, t: p > t}[metric]
+        idx = rng.integers(0, len(y), (n_boot, len(y)))
+        boot = per_q(a, threshold_a)[idx].mean(axis=1) - per_q(b, threshold_b)[idx].mean(axis=1)
+    else:
+        boot = np.array([diff(rng.integers(0, len(y), len(y)))[0] for _ in range(n_boot)])
     boot = boot[~np.isnan(boot)]
     lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2]) if len(boot) else (math.nan, math.nan)
     p = min(1.0, 2 * min(np.mean(boot <= 0), np.mean(boot >= 0))) if len(boot) else math.nan

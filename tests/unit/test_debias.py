@@ -291,6 +291,27 @@ def test_paired_difference_is_narrower_than_two_separate_intervals():
         paired_difference(y, a, b, metric="acc")
 
 
+@pytest.mark.parametrize("metric", ["accuracy", "yes_rate", "recall"])
+def test_paired_difference_matches_its_definition(metric):
+    """The vectorised resampling of accuracy and yes-rate draws the same questions, and gives the same interval and
+    p, as scoring each resample with ``bias_metrics`` (what ``recall`` and the other metrics still do)."""
+    from nasa_lens.evaluate import bias_metrics, paired_difference
+
+    rng = np.random.default_rng(1)
+    y, a, b = rng.integers(0, 2, 199), rng.random(199), rng.random(199)
+    got = paired_difference(y, a, b, threshold_a=0.3, threshold_b=0.6, metric=metric, n_boot=200, seed=3)
+    draw = np.random.default_rng(3)
+    boot = []
+    for _ in range(200):
+        i = draw.integers(0, len(y), len(y))
+        boot.append(bias_metrics(y[i], a[i], 0.3)[metric] - bias_metrics(y[i], b[i], 0.6)[metric])
+    boot = np.array(boot)
+    boot = boot[~np.isnan(boot)]
+    assert (got["lo"], got["hi"]) == tuple(np.quantile(boot, [0.025, 0.975]))
+    assert got["p"] == min(1.0, 2 * min(np.mean(boot <= 0), np.mean(boot >= 0)))
+    assert got["diff"] == bias_metrics(y, a, 0.3)[metric] - bias_metrics(y, b, 0.6)[metric]
+
+
 def test_compare_warns_when_a_test_set_is_a_training_set():
     from nasa_lens.jobs.compare import CompareConfig, load_compare_data
 
