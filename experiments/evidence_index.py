@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,6 +44,13 @@ for _s in (0, 1, 2):  # the random-head control of the cross-domain knockout: kn
     DEBIAS[f"randko_s{_s}"] = (f"{_C} --train strategyqa --once '' --lambdas --no-random --extra knockout,random-knockout "
                                f"--seeds {_s} --out figures/data/debias_smollm2_strategyqa_randko_s{_s}")
     FOLDER[f"randko_s{_s}"] = f"debias_smollm2_strategyqa_randko_s{_s}"
+for _s in (0, 1, 2):  # NASA at NASAConfig's default step count, the three lambda_nas arms, one folder per seed
+    DEBIAS[f"steps150_s{_s}"] = (f"python experiments/debias_lookup.py --threads 1 --steps 150 --once '' --no-random "
+                                 f"--extra '' --seeds {_s} --lambdas 0 0.1 1 --out figures/data/debias_smollm2_lookup_steps150_s{_s}")
+    FOLDER[f"steps150_s{_s}"] = f"debias_smollm2_lookup_steps150_s{_s}"
+DEBIAS["gemma_nasa_s12"] = (f'{_B} --model gemma3-270m --once "" --seeds 1 2 --lambdas 0 '
+                            '--out figures/data/debias_gemma3-270m_lookup_nasa_s12')
+FOLDER["gemma_nasa_s12"] = "debias_gemma3-270m_lookup_nasa_s12"
 NASA_ARMS = ("nasa", "nasa-lambda0.1", "nasa-lambda1", "random")
 CROSS_SETS = ("lookup-d1-test", "strategyqa-test", "boolq-test", "gsm8k-verify-test")
 
@@ -149,6 +157,30 @@ def debias_claims() -> None:
     across_seeds("random-knockout", runs=("randko_s0", "randko_s1", "randko_s2"), tag="cross lookup ")
     paired_claims("cross", ("knockout", 0), ("threshold", 0), b_run="steps30")  # against the in-domain threshold
     paired_claims("cross", ("knockout", 0), ("knockout", 0), b_run="steps30")  # against knockout fitted in-domain
+
+
+def steps150_claims() -> None:
+    """NASA at 150 steps (``NASAConfig``'s default) on ``lookup``, ``lambda_nas`` 0, 0.1 and 1, three seeds: each arm
+    against the in-domain threshold and against the same seed without the term, and the means over seeds."""
+    for seed in (0, 1, 2):
+        run = f"steps150_s{seed}"
+        for method in NASA_ARMS[:3]:
+            fix_claims(run, method, seed, metrics=("accuracy", "yes_rate", "auroc"))
+            paired_claims(run, (method, seed), ("threshold", 0), b_run="steps30")
+            paired_claims(run, (method, seed), ("nasa", seed), b_run="steps30")  # 150 steps against 30
+        for method in NASA_ARMS[1:3]:
+            paired_claims(run, (method, seed), ("nasa", seed))
+    for method in NASA_ARMS[:3]:
+        across_seeds(method, runs=("steps150_s0", "steps150_s1", "steps150_s2"), tag="steps150 ")
+
+
+def gemma_extra_claims() -> None:
+    """Gemma 3 270M: NASA (top-NAS and random heads) with seeds 1 and 2 beside seed 0, on ``lookup``."""
+    for seed in (1, 2):
+        for method in ("nasa", "random"):
+            fix_claims("gemma_nasa_s12", method, seed, metrics=("accuracy", "yes_rate", "auroc"))
+    for method in ("nasa", "random"):
+        across_seeds(method, model=GEMMA, runs=("gemma_nasa", "gemma_nasa_s12"), tag="gemma ")
 
 
 def across_seeds(method: str, model: str = SMOL, runs: tuple[str, ...] = ("s0", "s12"), dataset: str = "lookup-d1-test",
@@ -304,6 +336,128 @@ def sweep_claims() -> None:
                 claim(f"sweep {name}: {stat} effect vs {score}", f, scores, "effect", "", f"{stat}:{score}", "{:+.3f}")
 
 
+COND = f"{D}/scans/conditions"
+COND_SCANS = {  # the NAS scans of docs/nas.md beyond the default one: condition -> the command that wrote it
+    "strategyqa-test200_yes-no_last": SCAN.format(m=SMOL, d="strategyqa", f=" --positions last", n=SQA, fmt="yes-no")
+    .replace("figures/data/scans/", "figures/data/scans/conditions/") + "_last",
+    "gsm8k-verify-test200_yes-no": SCAN.format(m=SMOL, d="gsm8k-verify", f="", n="gsm8k-verify-test200", fmt="yes-no")
+    .replace("figures/data/scans/", "figures/data/scans/conditions/"),
+    "strategyqa-test200_true-false": SCAN.format(m=SMOL, d="strategyqa", f=" --format true-false", n=SQA, fmt="true-false")
+    .replace("figures/data/scans/", "figures/data/scans/conditions/"),
+}
+
+
+def nas_page_claims() -> None:
+    """docs/nas.md's findings: the top-10 NAS heads of SmolLM2 on 200 StrategyQA test questions (after the
+    candidates and at the last position), and how the ranking moves with the data and the candidate words."""
+    folder, cmd = scan(SMOL, SQA)
+    for tag, f, c in (("after", f"{folder}/nas.csv", cmd),
+                      ("last", f"{COND}/{SMOL}_strategyqa-test200_yes-no_last/nas.csv", COND_SCANS["strategyqa-test200_yes-no_last"])):
+        claim(f"nas page {tag}: questions", f, c, "n", "rank == 1", "value", "{:.0f}")
+        claim(f"nas page {tag}: largest stderr", f, c, "nas_stderr", "", "max", "{:.2f}")
+        for r in range(1, 11):
+            claim(f"nas page {tag}: rank {r}", f, c, "rank", f"rank == {r}", "value", "{:.0f}")
+            claim(f"nas page {tag}: rank {r} head", f, c, "", f"rank == {r}", "head", "head")
+            claim(f"nas page {tag}: rank {r} mean NAS", f, c, "nas_mean", f"rank == {r}", "value", "{:.3f}")
+    f = f"{D}/nas_conditions_{SMOL}.csv"
+    base = "nas_strategyqa-test200_yes-no"
+    for cond in ("strategyqa-test200_yes-no_last", "gsm8k-verify-test200_yes-no", "strategyqa-test200_true-false",
+                 "strategyqa-test200_no-yes"):
+        claim(f"nas page: Pearson default vs {cond}", f, TABLES, base, "", f"pearson:nas_{cond}", "{:+.2f}")
+        claim(f"nas page: Spearman default vs {cond}", f, TABLES, base, "", f"spearman:nas_{cond}", "{:+.2f}")
+        claim(f"nas page: top-10 shared, default and {cond}", f, TABLES, "layer",
+              f"`rank_strategyqa-test200_yes-no` <= 10 and `rank_{cond}` <= 10", "count", "{:.0f}")
+    for cond in ("gsm8k-verify-test200_yes-no", "strategyqa-test200_true-false"):
+        c = COND_SCANS[cond]
+        pf = f"{COND}/{SMOL}_{cond}/predictions.csv"
+        for k in ("yes_rate", "auroc"):
+            for stat in ("metric", "metric_lo", "metric_hi"):
+                claim(f"nas page {cond}: {k} ({stat})", pf, c, k, "", stat, "{:.3f}")
+        claim(f"nas page {cond}: rank 1 head", f"{COND}/{SMOL}_{cond}/nas.csv", c, "", "rank == 1", "head", "head")
+        claim(f"nas page {cond}: rank 1 mean NAS", f"{COND}/{SMOL}_{cond}/nas.csv", c, "nas_mean", "rank == 1", "value", "{:.2f}")
+
+
+def docs_mechanism_causal_claims() -> None:
+    """docs/mechanism.md's and docs/causal.md's findings: the direct logit attribution split by source on 200
+    StrategyQA test questions (most negative ``via_no`` first, the largest ``via_no`` and the largest total), the
+    zero and mean sweeps of the suffix beside it (NAS, DLA, attribution, per head, selected by rank so that no head
+    is named by hand), Spearman of the scores in the late layers, and the random range of the head-set nulls."""
+    dla, comp = f"{DLA}/dla.csv", f"{DLA}/components.csv"
+    zf, _, zsc, _ = SWEEPS["zero"]
+    mf, _, msc, _ = SWEEPS["mean"]
+    zs, ms, zq = f"{zf}/sweep_vs_scores.csv", f"{mf}/sweep_vs_scores.csv", f"{zf}/scores_by_example.csv.gz"
+    claim("dla: questions", dla, DLA_RUN, "n", "layer == 0 and head == 0", "value", "{:.0f}")
+    claim("dla: largest stderr of a head's DLA total", dla, DLA_RUN, "dla_stderr", "", "max", "{:.3f}")
+    for c in ("logit_diff", "heads", "mlp26", "mlp29"):
+        claim(f"dla: component {c}", comp, DLA_RUN, "dla_mean", f"component == '{c}'", "value", "{:+.3f}")
+    for col in ("via_no", "via_yes", "via_other", "dla_mean"):
+        claim(f"dla: {col} summed over heads", dla, DLA_RUN, col, "", "sum", "{:+.3f}")
+    claim("dla: via_no summed over the heads with a negative via_no", dla, DLA_RUN, "via_no", "via_no < 0", "sum", "{:+.3f}")
+    claim("dla: component logit_diff stderr", comp, DLA_RUN, "dla_stderr", "component == 'logit_diff'", "value", "{:.3f}")
+    # DLA table rows: (tag, the row in dla.csv, the same head in the sweeps' files)
+    rows = [(f"via_no rank {r}", f"via_no.rank() == {r}", f"dla_via_no.rank() == {r}") for r in range(1, 6)]
+    rows += [("largest via_no", "via_no.rank(ascending=False) == 1", "dla_via_no.rank(ascending=False) == 1"),
+             ("largest DLA total", "dla_mean.rank(ascending=False) == 1", "dla_total.rank(ascending=False) == 1")]
+    for tag, q, qs in rows:
+        claim(f"dla {tag}: head", dla, DLA_RUN, "", q, "head", "head")
+        for col in ("via_no", "via_yes", "via_other", "dla_mean"):
+            claim(f"dla {tag}: {col}", dla, DLA_RUN, col, q, "value", "{:+.3f}")
+        claim(f"dla {tag}: head (sweep)", zs, zsc, "", qs, "head", "head")
+        claim(f"dla {tag}: NAS", zs, zsc, "nas_mean", qs, "value", "{:.2f}")
+        claim(f"dla {tag}: zero-sweep effect", zs, zsc, "effect_mean", qs, "value", "{:+.2f}")
+        claim(f"dla {tag}: zero-sweep effect stderr", zs, zsc, "effect_stderr", qs, "value", "{:.3f}")
+        claim(f"dla {tag}: zero-sweep effect rank", zs, zsc, "rank_effect", qs, "value", "{:.0f}")
+        claim(f"dla {tag}: head (mean sweep)", ms, msc, "", qs, "head", "head")
+        claim(f"dla {tag}: mean-sweep effect", ms, msc, "effect_mean", qs, "value", "{:+.3f}")
+        claim(f"dla {tag}: mean-sweep effect stderr", ms, msc, "effect_stderr", qs, "value", "{:.3f}")
+        claim(f"dla {tag}: mean-sweep effect rank", ms, msc, "rank_effect", qs, "value", "{:.0f}")
+    top5 = "nas_mean.rank(ascending=False) <= 5"
+    for stat in ("min", "max"):
+        claim(f"dla: via_no of the five highest-NAS heads ({stat})", zs, zsc, "dla_via_no", top5, stat, "{:.3f}")
+    for other in ("dla_via_no", "dla_total"):
+        for stat in ("spearman_q", "spearman_q_lo", "spearman_q_hi"):
+            claim(f"dla: {stat} nas vs {other}", zq, zsc, "nas", "", f"{stat}:{other}", "{:+.3f}")
+    # the scores against the exact effect in the late layers and below them
+    for tag, q in (("late", "layer >= 20"), ("early", "layer < 20")):
+        claim(f"sweep zero {tag} layers: heads", zs, zsc, "layer", q, "count", "{:.0f}")
+        for score in ("nas", "dla_via_no", "dla_total", "attribution"):
+            for stat in ("spearman_q", "spearman_q_lo", "spearman_q_hi"):
+                claim(f"sweep zero {tag} layers: {stat} effect vs {score}", zq, zsc, "effect", q, f"{stat}:{score}",
+                      "{:+.3f}")
+    # docs/causal.md: exact against attribution, the heads at both ends, the top-NAS heads
+    claim("sweep zero: pearson effect vs attribution", zs, zsc, "effect_mean", "", "pearson:attribution", "{:+.3f}")
+    for sign, q in (("positive", "effect_mean > 0"), ("negative", "effect_mean < 0")):
+        claim(f"sweep zero: heads with a {sign} effect", zs, zsc, "layer", q, "count", "{:.0f}")
+        claim(f"sweep zero: top-16 NAS heads with a {sign} effect", zs, zsc, "layer",
+              f"nas_mean.rank(ascending=False) <= 16 and {q}", "count", "{:.0f}")
+    for r in range(1, 6):  # the five largest effects each way, and attribution's top five with their exact effects
+        for tag, q in ((f"rank {r}", f"rank_effect == {r}"), (f"most negative {r}", f"effect_mean.rank() == {r}"),
+                       (f"attribution rank {r}", f"attribution.rank(ascending=False) == {r}")):
+            claim(f"sweep zero {tag}: head", zs, zsc, "", q, "head", "head")
+            claim(f"sweep zero {tag}: effect", zs, zsc, "effect_mean", q, "value", "{:+.2f}")
+            claim(f"sweep zero {tag}: attribution", zs, zsc, "attribution", q, "value", "{:+.2f}")
+        claim(f"sweep zero attribution rank {r}: effect rank", zs, zsc, "rank_effect",
+              f"attribution.rank(ascending=False) == {r}", "value", "{:.0f}")
+    for r in range(1, 9):
+        q = f"nas_mean.rank(ascending=False) == {r}"
+        claim(f"sweep zero NAS rank {r}: head", zs, zsc, "", q, "head", "head")
+        claim(f"sweep zero NAS rank {r}: NAS", zs, zsc, "nas_mean", q, "value", "{:.1f}")
+        claim(f"sweep zero NAS rank {r}: effect", zs, zsc, "effect_mean", q, "value", "{:+.2f}")
+        claim(f"sweep zero NAS rank {r}: effect stderr", zs, zsc, "effect_stderr", q, "value", "{:.3f}")
+        claim(f"sweep zero NAS rank {r}: effect rank", zs, zsc, "rank_effect", q, "value", "{:.0f}")
+        claim(f"sweep zero NAS rank {r}: attribution", zs, zsc, "attribution", q, "value", "{:+.2f}")
+        claim(f"sweep mean NAS rank {r}: head", ms, msc, "", q, "head", "head")
+        claim(f"sweep mean NAS rank {r}: effect", ms, msc, "effect_mean", q, "value", "{:+.3f}")
+        claim(f"sweep mean NAS rank {r}: effect stderr", ms, msc, "effect_stderr", q, "value", "{:.3f}")
+        claim(f"sweep mean NAS rank {r}: effect rank", ms, msc, "rank_effect", q, "value", "{:.0f}")
+    for mode in ("zero", "mean"):
+        folder, cmd = NULL_RUNS[mode]
+        tag = "nulls" if mode == "zero" else f"nulls {mode}"
+        for k in (1, 2, 4, 8, 16):
+            claim(f"{tag} k={k}: random_yes_rate_delta_lo", f"{folder}/null_summary.csv", cmd, "random_yes_rate_delta_lo",
+                  f"k == {k}", "value", "{:+.3f}")
+
+
 def build() -> None:
     for m in (SMOL, GEMMA):
         bias_claims(m, SQA)
@@ -332,7 +486,11 @@ def build() -> None:
     null_claims("zero")
     null_claims("mean")
     sweep_claims()
+    nas_page_claims()
+    steps150_claims()
+    gemma_extra_claims()
     claim("make results: minutes", f"{D}/runtimes.csv", TABLES, "minutes", "", "sum", "{:.0f}")
+    docs_mechanism_causal_claims()
 
 
 def main() -> int:
@@ -353,7 +511,9 @@ def main() -> int:
         if not isinstance(x, str) and (x != x or (c["stat"] in ("count", "nunique") and x == 0)):
             print(f"skipped (the filter selects nothing yet): {c['claim']}")
             continue
-        value = x if c["fmt"] == "head" else c["fmt"].format(x).replace("-0.000", "0.000")
+        # a value that rounds to zero is printed without a minus ("+0.000" where the format signs it)
+        value = x if c["fmt"] == "head" else re.sub(r"^-(0\.?0*%?)$", ("+" if "+" in c["fmt"] else "") + r"\1",
+                                                    c["fmt"].format(x))
         rows.append({"claim": c["claim"], "value": value, "file": c["file"], "command": c["command"], "column": c["column"],
                      "filter": c["filter"], "stat": c["stat"]})
     with (ROOT / D / "index.csv").open("w", newline="") as fh:
