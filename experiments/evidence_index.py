@@ -458,6 +458,35 @@ def docs_mechanism_causal_claims() -> None:
                   f"k == {k}", "value", "{:+.3f}")
 
 
+def whole_prompt_claims() -> None:
+    """docs/causal.md: every head zero-ablated at every position against the same head ablated on the suffix only,
+    on the questions both sweeps hold (``effect_shared`` and ``other_effect`` of the whole-prompt sweep's
+    ``sweep_vs_scores.csv``): by layer range and for the heads where the two differ most."""
+    folder, _, scores, _ = SWEEPS["all"]
+    f = f"{folder}/sweep_vs_scores.csv"
+    for lo, hi in ((0, 4), (5, 19), (20, 28), (29, 29)):
+        q = f"layer >= {lo} and layer <= {hi}"
+        tag = f"whole vs suffix, layers {lo}-{hi}"
+        claim(f"{tag}: mean |effect| whole prompt", f, scores, "effect_shared", q, "mean_abs", "{:.3f}")
+        claim(f"{tag}: mean |effect| suffix", f, scores, "other_effect", q, "mean_abs", "{:.3f}")
+        claim(f"{tag}: mean |difference|", f, scores, "effect_shared", q, "mean_abs_diff:other_effect", "{:.3f}")
+    for r in range(1, 7):
+        q = f"(effect_shared - other_effect).abs().rank(ascending=False) == {r}"
+        claim(f"whole vs suffix: largest difference {r} head", f, scores, "", q, "head", "head")
+        for col in ("effect_shared", "other_effect", "nas_mean"):
+            claim(f"whole vs suffix: largest difference {r} {col}", f, scores, col, q, "value", "{:+.2f}")
+    for r in range(1, 6):
+        q = f"rank_effect == {r}"
+        claim(f"sweep all: rank {r} head", f, scores, "", q, "head", "head")
+        for col in ("effect_mean", "other_effect"):
+            claim(f"sweep all: rank {r} {col}", f, scores, col, q, "value", "{:+.2f}")
+    top = "layer == 16 and head == 0"
+    claim("sweep all: 16.0 suffix effect", f, scores, "other_effect", top, "value", "{:+.2f}")
+    claim("sweep all: 1.2 effect", f, scores, "effect_mean", "layer == 1 and head == 2", "value", "{:+.2f}")
+    claim("sweep all: 1.2 effect rank", f, scores, "rank_effect", "layer == 1 and head == 2", "value", "{:.0f}")
+    claim("sweep all: 1.2 suffix effect", f, scores, "other_effect", "layer == 1 and head == 2", "value", "{:+.2f}")
+
+
 def build() -> None:
     for m in (SMOL, GEMMA):
         bias_claims(m, SQA)
@@ -489,6 +518,7 @@ def build() -> None:
     nas_page_claims()
     steps150_claims()
     gemma_extra_claims()
+    whole_prompt_claims()
     claim("make results: minutes", f"{D}/runtimes.csv", TABLES, "minutes", "", "sum", "{:.0f}")
     docs_mechanism_causal_claims()
 

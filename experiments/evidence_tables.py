@@ -9,6 +9,10 @@ Reads ``figures/data/scans/<model>_<data>_<format>/`` (written by ``experiments/
   or ``weak`` (not clearly signed in one order);
 * ``figures/data/nas_order_summary.csv``: per model and data, Pearson and Spearman of the two orders' head NAS
   with 95% bootstrap intervals over questions (1000 resamples, seed 0) and the count of each kind;
+* ``figures/data/nas_conditions_<model>.csv``: every head's mean NAS under each scan of the model in
+  ``scans/`` and ``scans/conditions/`` on 200 test questions (the default scan, NAS at the last position only,
+  another data set, other candidate words and orders), one ``nas_<condition>`` and ``rank_<condition>`` column each
+  (rank 1 = the most "No"-leaning head): how much the ranking depends on the data, the positions and the words;
 * ``figures/data/models_side_by_side.csv``: per model and data set, the bias metrics (95% bootstrap intervals,
   recomputed from ``predictions.csv`` as ``nasa-lens eval`` does), the top-5 NAS heads (positions after the
   candidates), and, where a comparison exists, the in-domain threshold's accuracy;
@@ -85,6 +89,24 @@ def order_tables(model: str, data: str, n_boot: int = 1000) -> dict:
     row["top10_second"] = int((top.kind == "second").sum())
     row["top10_no_both"] = int((top.kind == "no-both").sum())
     return row
+
+
+def nas_conditions(model: str) -> pd.DataFrame | None:
+    """Every head's mean NAS and rank under each committed scan of ``model`` (the condition is the folder name
+    after the model: ``strategyqa-test200_yes-no``, ``strategyqa-test200_yes-no_last``, ...)."""
+    folders = sorted(f for d in (DATA / "scans", DATA / "scans" / "conditions") if d.is_dir()
+                     for f in d.glob(f"{model}_*") if (f / "nas.csv").is_file())
+    if len(folders) < 2:
+        return None
+    frame = None
+    for folder in folders:
+        cond = folder.name.removeprefix(f"{model}_")
+        nas = pd.read_csv(folder / "nas.csv")[["layer", "head", "nas_mean", "rank"]]
+        nas = nas.rename(columns={"nas_mean": f"nas_{cond}", "rank": f"rank_{cond}"})
+        frame = nas if frame is None else frame.merge(nas, on=["layer", "head"], how="outer", validate="one_to_one")
+    frame = frame.sort_values(["layer", "head"]).reset_index(drop=True)
+    frame.to_csv(DATA / f"nas_conditions_{model}.csv", index=False, float_format="%.6g")
+    return frame
 
 
 def side_by_side() -> pd.DataFrame:
@@ -197,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if rows:
         pd.DataFrame(rows).to_csv(DATA / "nas_order_summary.csv", index=False, float_format="%.6g")
         print(pd.DataFrame(rows).to_string(index=False))
+    for model in sorted({f.name.split("_")[0] for f in (DATA / "scans").glob("*_yes-no")}):
+        nas_conditions(model)
     runtimes()
     comp = comparison()  # before side_by_side(), which reads it
     predictions()

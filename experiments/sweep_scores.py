@@ -7,8 +7,9 @@ the same questions and writes into the sweep's folder:
 * ``scores_by_example.csv.gz``: ``id,layer,head,effect`` and one column per score given (``nas``,
   ``attribution``, ``dla_via_no``, ``dla_total``, ``other_effect``), on the questions every input holds;
 * ``sweep_vs_scores.csv``: one row per head, ``layer,head,effect_mean,effect_stderr,rank_effect`` and each
-  score's mean (``nas_mean``, ``attribution``, ``dla_via_no``, ``dla_total``, ``other_effect``); rank 1 = the head
-  whose removal raises ``logit(Yes) - logit(No)`` most;
+  score's mean (``nas_mean``, ``attribution``, ``dla_via_no``, ``dla_total``, ``other_effect``) over the shared
+  questions, and ``effect_shared``, the effect's mean over the same questions (``effect_mean`` is over every
+  question of the sweep); rank 1 = the head whose removal raises ``logit(Yes) - logit(No)`` most;
 * ``spearman.csv``: per score, Spearman over heads of its per-head mean against ``effect_mean``, with a 95%
   percentile bootstrap over questions (:func:`nasa_lens.causal.bootstrap_rank_correlation`: 1000 resamples,
   seed 0; the same question draw for the effect and the score). ``tests/integration/test_evidence.py`` recomputes both the
@@ -90,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 
     heads = pd.read_csv(sweep / "effects.csv")[["layer", "head", "effect_mean", "effect_stderr"]]
     heads["rank_effect"] = heads.effect_mean.rank(ascending=False, method="first").astype(int)
-    means = frame.groupby(["layer", "head"])[names].mean().reset_index()
-    heads = heads.merge(means.rename(columns={"nas": "nas_mean"}), on=["layer", "head"], how="left")
+    means = frame.groupby(["layer", "head"])[names + ["effect"]].mean().reset_index()
+    means = means.rename(columns={"nas": "nas_mean", "effect": "effect_shared"})
+    heads = heads.merge(means, on=["layer", "head"], how="left")
     heads = heads.sort_values("rank_effect")
     with atomic_path(sweep / "sweep_vs_scores.csv") as tmp:
         heads.to_csv(tmp, index=False, float_format="%.6g")

@@ -1,5 +1,6 @@
-"""Every number in the README's findings and in docs/results.md is a claim in figures/data/index.csv, and every
-claim there is recomputed from its committed file (issue #20).
+"""Every number in the README's findings, in docs/results.md and in the ``## Findings`` section of each docs page
+(:data:`FINDINGS_PAGES`) is a claim in figures/data/index.csv, and every claim there is recomputed from its
+committed file (issue #20).
 
 ``figures/data/index.csv`` columns: ``claim`` (what it is), ``value`` (the number exactly as the docs print it),
 ``file`` (a committed CSV, ``.csv.gz`` when large, relative to the repository root), ``command`` (the command
@@ -14,6 +15,7 @@ that wrote the file; ``make results`` runs each), then the recomputation spec: `
   random head sets): ``(1 + #B rows with column >= A's) / (1 + #B rows)`` (``null_p_le``: ``<=``), the
   one-sided permutation-style p-value of A among B
 * ``head``: exactly one row; ``"{layer}.{head}"``
+* ``mean_abs``: mean of ``|column|``; ``mean_abs_diff:OTHER``: mean of ``|column - OTHER|`` (over the filtered rows)
 * ``pearson:OTHER``, ``spearman:OTHER``: correlation of ``column`` with ``OTHER`` over the filtered rows
 * ``spearman_q:OTHER``, ``spearman_q_lo:OTHER``, ``spearman_q_hi:OTHER``: the file holds ``id,layer,head``
   rows (one per question and head); the Spearman, over heads, between the per-head means of ``column`` and
@@ -46,7 +48,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 INDEX = ROOT / "figures" / "data" / "index.csv"
-DOCS = {"README.md": ("## What it found", "\n## "), "docs/results.md": (None, None)}
+# The docs pages that report measurements: each has one ``## Findings`` section (to the next ``## `` heading); the
+# rest of a page describes methods, and its ``## Cost`` sections are benchmark output (``benchmarks/``).
+FINDINGS_PAGES = ("docs/causal.md", "docs/mechanism.md")
+DOCS = {"README.md": ("## What it found", "\n## "), "docs/results.md": (None, None),
+        **{p: ("\n## Findings", "\n## ") for p in FINDINGS_PAGES}}
 
 # Names and conventions that contain digits but measure nothing (each written exactly so in the docs).
 NOT_MEASURED = ("95%", "SmolLM2-135M-Instruct", "Gemma 3 270M", "4-bit", "issue #20", "issue #19", "issue #18")
@@ -57,6 +63,7 @@ NUMBER = re.compile(r"(?:(?<=[\s(\[,/–=:;])|^)([+\-−]?\d+(?:\.\d+)?%?)(?![\w
 def doc_text(rel: str, start: str | None, end: str | None) -> str:
     text = (ROOT / rel).read_text(encoding="utf-8")
     if start is not None:
+        assert start in text, f"{rel}: no {start.strip()!r} section"
         i = text.index(start)
         j = text.find(end, i + len(start)) if end else -1
         text = text[i: j if j >= 0 else None]
@@ -148,6 +155,10 @@ def recompute(row: dict[str, str]) -> float | str:
     if stat.startswith(("spearman_q:", "spearman_q_lo:", "spearman_q_hi:")):
         which, other = stat.split(":", 1)
         return _rank_ci(row["file"], filt, col, other)[{"spearman_q": "spearman", "spearman_q_lo": "lo", "spearman_q_hi": "hi"}[which]]
+    if stat == "mean_abs":
+        return float(sub[col].abs().mean())
+    if stat.startswith("mean_abs_diff:"):
+        return float((sub[col] - sub[stat.split(":", 1)[1]]).abs().mean())
     if stat.startswith(("pearson:", "spearman:")):
         method, other = stat.split(":", 1)
         return float(sub[col].corr(sub[other], method=method))
@@ -213,6 +224,13 @@ def test_every_doc_number_is_a_claim(rel):
     assert not missing, f"{rel}: numbers not in figures/data/index.csv: {missing}"
 
 
+@pytest.mark.parametrize("rel", FINDINGS_PAGES)
+def test_each_findings_page_has_one_findings_section(rel):
+    """A second ``## Findings`` heading would go unchecked; a page without one fails in ``doc_text``."""
+    text = (ROOT / rel).read_text(encoding="utf-8")
+    assert text.count("\n## Findings") == 1, f"{rel}: {text.count(chr(10) + '## Findings')} '## Findings' sections, not 1"
+
+
 def test_the_check_can_fail():
     """A value off in its last digit, a filter that selects no row, and a document number that is no claim are
     each caught."""
@@ -234,6 +252,10 @@ def test_the_derived_statistics_on_known_data(tmp_path):
     """``null_p``, ``paired`` and ``spearman_q`` on small files whose answers are known by hand."""
     sets = pd.DataFrame({"set": ["nas", "r0", "r1", "r2", "r3"], "d": [0.5, 0.1, 0.6, -0.2, 0.5]})
     sets.to_csv(tmp_path / "sets.csv", index=False)
+    row = {"claim": "t", "file": str(tmp_path / "sets.csv"), "column": "d", "filter": "set != 'r2'"}
+    assert recompute({**row, "stat": "mean_abs"}) == pytest.approx((0.5 + 0.1 + 0.6 + 0.5) / 4)
+    sets.assign(e=[0.0, 0.3, 0.6, 0.2, 0.0]).to_csv(tmp_path / "sets_e.csv", index=False)
+    assert recompute({**row, "file": str(tmp_path / "sets_e.csv"), "stat": "mean_abs_diff:e"}) == pytest.approx((0.5 + 0.2 + 0.0 + 0.5) / 4)
     row = {"claim": "t", "file": str(tmp_path / "sets.csv"), "column": "d", "filter": "set == 'nas' ;; set != 'nas'"}
     assert recompute({**row, "stat": "null_p"}) == pytest.approx(3 / 5)  # 0.6 and 0.5 reach 0.5, plus one
     assert recompute({**row, "stat": "null_p_le"}) == pytest.approx(4 / 5)
