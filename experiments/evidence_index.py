@@ -252,7 +252,10 @@ NULLS_CMD = ("python experiments/headset_nulls.py --n 64 --rank-n 100 --sets 100
 NULL_RUNS = {"zero": (NULLS, NULLS_CMD),
              "mean": (f"{D}/nulls_smollm2_strategyqa-test64_mean_after",
                       "python experiments/headset_nulls.py --n 64 --rank-n 100 --sets 100 --mode mean "
-                      "--out figures/data/nulls_smollm2_strategyqa-test64_mean_after")}
+                      "--out figures/data/nulls_smollm2_strategyqa-test64_mean_after"),
+             "gemma": (f"{D}/nulls_gemma3-270m_strategyqa-test64_zero_after",
+                       "python experiments/headset_nulls.py --model gemma3-270m --n 64 --rank-n 100 --sets 100 "
+                       "--out figures/data/nulls_gemma3-270m_strategyqa-test64_zero_after")}
 SWEEP = f"{D}/sweep_smollm2_strategyqa-test200_zero_after"
 SWEEP_RUN = ("nasa-lens sweep --data strategyqa --split test --limit 200 --mode zero --positions after "
              "--out figures/data/sweep_smollm2_strategyqa-test200_zero_after")
@@ -262,6 +265,10 @@ ATTR_RUN = ("nasa-lens sweep --data strategyqa --split test --limit 200 --mode z
 DLA = f"{D}/dla_smollm2_strategyqa-test200"
 DLA_RUN = "nasa-lens dla --data strategyqa --split test --limit 200 --no-png --out figures/data/dla_smollm2_strategyqa-test200"
 SMOL_SCAN = "figures/data/scans/smollm2-135m-instruct_strategyqa-test200_yes-no"
+GEMMA_SCAN = "figures/data/scans/gemma3-270m_strategyqa-test200_yes-no"
+GEMMA_DLA = f"{D}/dla_gemma3-270m_strategyqa-test200"
+GEMMA_DLA_RUN = ("nasa-lens dla --model gemma3-270m --data strategyqa --split test --limit 200 --no-png "
+                 "--out figures/data/dla_gemma3-270m_strategyqa-test200")
 
 
 def sweep_entry(name: str, flags: str, scores: tuple[str, ...], extra: str = "", nas: str = SMOL_SCAN,
@@ -284,10 +291,15 @@ SWEEPS = {
     "all": sweep_entry("sweep_smollm2_strategyqa-test64_zero_all", f"{_Q} --limit 64 --mode zero --positions all --no-png",
                        ("nas", "dla_via_no", "dla_total", "other_effect"), f"{_DLA} --other {SWEEP}"),
     "gemma": sweep_entry("sweep_gemma3-270m_strategyqa-test200_zero_after",
-                         f"--model gemma3-270m {_Q} --limit 200 --mode zero --positions after --no-png", ("nas",),
-                         nas="figures/data/scans/gemma3-270m_strategyqa-test200_yes-no"),
+                         f"--model gemma3-270m {_Q} --limit 200 --mode zero --positions after --no-png",
+                         ("nas", "dla_via_no", "dla_total"), f" --dla {GEMMA_DLA}", nas=GEMMA_SCAN),
+    "gemma mean": sweep_entry("sweep_gemma3-270m_strategyqa-test200_mean_after",
+                              f"--model gemma3-270m {_Q} --limit 200 --mode mean --positions after --no-png",
+                              ("nas", "dla_via_no", "dla_total", "other_effect"),
+                              f" --dla {GEMMA_DLA} --other {D}/sweep_gemma3-270m_strategyqa-test200_zero_after",
+                              nas=GEMMA_SCAN),
 }
-SWEEP_TOP_NAS = {"gemma": (1, 0)}  # the top-NAS head of each sweep's model (SmolLM2: 16.0)
+SWEEP_TOP_NAS = {"gemma": (1, 0), "gemma mean": (1, 0)}  # the top-NAS head of each sweep's model (SmolLM2: 16.0)
 
 
 def null_claims(mode: str = "zero") -> None:
@@ -306,6 +318,10 @@ def null_claims(mode: str = "zero") -> None:
         sets = f"k == {k} and set == 'nas' ;; k == {k} and set != 'nas'"
         for col in ("yes_rate_delta", "mean_effect"):
             claim(f"{tag} k={k}: p_{col}", f"{folder}/null.csv", cmd, col, sets, "null_p", "{:.3f}")
+        if mode == "gemma":  # a model that says "Yes" to everything: the logit difference, both directions
+            for col in ("random_mean_effect_mean", "random_mean_effect_lo", "random_mean_effect_hi"):
+                claim(f"{tag} k={k}: {col}", f, cmd, col, q, "value", "{:+.3f}")
+            claim(f"{tag} k={k}: p_le_mean_effect", f"{folder}/null.csv", cmd, "mean_effect", sets, "null_p_le", "{:.3f}")
 
 
 def sweep_claims() -> None:
@@ -313,6 +329,7 @@ def sweep_claims() -> None:
     bootstrap intervals over questions (issue #20 item 2)."""
     claim("dla: heads", f"{DLA}/dla.csv", DLA_RUN, "layer", "", "count", "{:.0f}")  # listed first: run first
     claim("attribution sweep: heads", f"{ATTR}/effects.csv", ATTR_RUN, "layer", "", "count", "{:.0f}")
+    claim("gemma dla: heads", f"{GEMMA_DLA}/dla.csv", GEMMA_DLA_RUN, "layer", "", "count", "{:.0f}")
     for name, (folder, run, scores, score_names) in SWEEPS.items():
         if not (ROOT / folder / "spearman.csv").exists():
             continue
@@ -322,13 +339,13 @@ def sweep_claims() -> None:
         for r in (1, 2, 3):
             claim(f"sweep {name}: rank {r} head", f, scores, "", f"rank_effect == {r}", "head", "head")
             claim(f"sweep {name}: rank {r} effect", f, scores, "effect_mean", f"rank_effect == {r}", "value",
-                  "{:+.4f}" if name == "mean" else "{:+.2f}")
+                  "{:+.4f}" if name.endswith("mean") else "{:+.2f}")
         top = "layer == {} and head == {}".format(*SWEEP_TOP_NAS.get(name, (16, 0)))
         claim(f"sweep {name}: NAS rank 1 head's effect rank", f, scores, "rank_effect", top, "value", "{:.0f}")
         claim(f"sweep {name}: NAS rank 1 head's effect", f, scores, "effect_mean", top, "value",
-              "{:+.4f}" if name == "mean" else "{:+.2f}")
-        claim(f"sweep {name}: largest effect", f, scores, "effect_mean", "", "max", "{:+.4f}" if name == "mean" else "{:+.2f}")
-        claim(f"sweep {name}: most negative effect", f, scores, "effect_mean", "", "min", "{:+.4f}" if name == "mean" else "{:+.2f}")
+              "{:+.4f}" if name.endswith("mean") else "{:+.2f}")
+        claim(f"sweep {name}: largest effect", f, scores, "effect_mean", "", "max", "{:+.4f}" if name.endswith("mean") else "{:+.2f}")
+        claim(f"sweep {name}: most negative effect", f, scores, "effect_mean", "", "min", "{:+.4f}" if name.endswith("mean") else "{:+.2f}")
         f = f"{folder}/scores_by_example.csv.gz"
         claim(f"sweep {name}: questions shared with the scores", f, scores, "id", "", "nunique", "{:.0f}")
         for score in score_names:
@@ -514,6 +531,7 @@ def build() -> None:
     order_causal_claims("n200 ")
     null_claims("zero")
     null_claims("mean")
+    null_claims("gemma")
     sweep_claims()
     nas_page_claims()
     steps150_claims()
