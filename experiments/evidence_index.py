@@ -504,6 +504,56 @@ def whole_prompt_claims() -> None:
     claim("sweep all: 1.2 suffix effect", f, scores, "other_effect", "layer == 1 and head == 2", "value", "{:+.2f}")
 
 
+DATASET_SCORES = f"{D}/dataset_scores_smollm2_d1_n200.csv"
+DATASET_SCORES_RUN = ("python experiments/dataset_scores.py --levels 1 --limit 200 --threads 1 "
+                      "--out figures/data/dataset_scores_smollm2_d1_n200.csv")
+
+
+def dataset_claims() -> None:
+    """docs/debias.md: SmolLM2's AUROC, yes-rate and accuracy on every built-in data set (generators at difficulty
+    1, the registry sets' test splits), 200 label-balanced questions each."""
+    if not (ROOT / DATASET_SCORES).is_file():
+        return
+    import pandas as pd
+
+    for name in pd.read_csv(ROOT / DATASET_SCORES).dataset:
+        q = f"dataset == '{name}'"
+        claim(f"datasets {name}: n", DATASET_SCORES, DATASET_SCORES_RUN, "n", q, "value", "{:.0f}")
+        for col in ("auroc", "auroc_lo", "auroc_hi", "yes_rate", "accuracy"):
+            claim(f"datasets {name}: {col}", DATASET_SCORES, DATASET_SCORES_RUN, col, q, "value", "{:.3f}")
+    claim("datasets: reaching AUROC 0.75", DATASET_SCORES, DATASET_SCORES_RUN, "dataset", "auroc >= 0.75", "count", "{:.0f}")
+    claim("datasets: yes-rate below one half", DATASET_SCORES, DATASET_SCORES_RUN, "dataset", "yes_rate < 0.5", "count", "{:.0f}")
+    claim("datasets: count", DATASET_SCORES, DATASET_SCORES_RUN, "dataset", "", "count", "{:.0f}")
+
+
+STUDY = f"{D}/study_default"
+STUDY_RUN = "python experiments/study_default.py"
+
+
+def study_claims() -> None:
+    """docs/study.md: the default study (``configs/default.toml``): its bias metrics before and after the NASA
+    fine-tune on each data set, the changes with their intervals, and the top NAS heads of its scan."""
+    f, d = f"{STUDY}/bias_metrics.csv", f"{STUDY}/deltas.csv"
+    for ds in ("lookup", "strategyqa", "multistep"):
+        for phase in ("before", "after"):
+            for metric in ("accuracy", "yes_rate", "auroc"):
+                q = f"dataset == '{ds}' and phase == '{phase}' and metric == '{metric}'"
+                claim(f"study {ds} {phase}: {metric}", f, STUDY_RUN, "value", q, "value", "{:.3f}")
+                if metric == "yes_rate":
+                    claim(f"study {ds} {phase}: {metric} (%)", f, STUDY_RUN, "value", q, "value", "{:.0%}")
+            claim(f"study {ds} {phase}: n", f, STUDY_RUN, "n", f"dataset == '{ds}' and phase == '{phase}' and metric == 'accuracy'",
+                  "value", "{:.0f}")
+        for metric in ("accuracy", "yes_rate"):
+            q = f"dataset == '{ds}' and metric == '{metric}'"
+            for col in ("delta", "ci_low", "ci_high"):
+                claim(f"study {ds}: {metric} {col}", d, STUDY_RUN, col, q, "value", "{:+.3f}")
+    f = f"{STUDY}/nas_ranking.csv"
+    for r in (1, 2, 3):
+        claim(f"study NAS rank {r} head", f, STUDY_RUN, "", f"rank == {r}", "head", "head")
+        claim(f"study NAS rank {r} mean NAS", f, STUDY_RUN, "nas_mean", f"rank == {r}", "value", "{:.3f}")
+    claim("study: train questions scanned", f, STUDY_RUN, "n", "rank == 1", "value", "{:.0f}")
+
+
 def build() -> None:
     for m in (SMOL, GEMMA):
         bias_claims(m, SQA)
@@ -537,6 +587,8 @@ def build() -> None:
     steps150_claims()
     gemma_extra_claims()
     whole_prompt_claims()
+    dataset_claims()
+    study_claims()
     claim("make results: minutes", f"{D}/runtimes.csv", TABLES, "minutes", "", "sum", "{:.0f}")
     docs_mechanism_causal_claims()
 
