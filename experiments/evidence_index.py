@@ -175,12 +175,24 @@ def steps150_claims() -> None:
 
 
 def gemma_extra_claims() -> None:
-    """Gemma 3 270M: NASA (top-NAS and random heads) with seeds 1 and 2 beside seed 0, on ``lookup``."""
+    """Gemma 3 270M: NASA (top-NAS and random heads) with seeds 1 and 2 beside seed 0, on ``lookup``; the heads
+    that carry the instruction's "No" into the answer (DLA on the StrategyQA test questions)."""
+    dla = f"{GEMMA_DLA}/dla.csv"
+    for r in (1, 2, 3):
+        q = f"via_no.rank() == {r}"
+        claim(f"gemma dla: via_no rank {r} head", dla, GEMMA_DLA_RUN, "", q, "head", "head")
+        claim(f"gemma dla: via_no rank {r}", dla, GEMMA_DLA_RUN, "via_no", q, "value", "{:+.3f}")
+    claim("gemma dla: via_no summed over the heads", dla, GEMMA_DLA_RUN, "via_no", "", "sum", "{:+.3f}")
+    claim("gemma dla: via_yes summed over the heads", dla, GEMMA_DLA_RUN, "via_yes", "", "sum", "{:+.3f}")
+    claim("gemma dla: direct effect summed over the heads", dla, GEMMA_DLA_RUN, "dla_mean", "", "sum", "{:+.3f}")
+    claim("gemma dla: top-NAS head 1.0 via_no", dla, GEMMA_DLA_RUN, "via_no", "layer == 1 and head == 0", "value", "{:+.3f}")
     for seed in (1, 2):
         for method in ("nasa", "random"):
             fix_claims("gemma_nasa_s12", method, seed, metrics=("accuracy", "yes_rate", "auroc"))
     for method in ("nasa", "random"):
         across_seeds(method, model=GEMMA, runs=("gemma_nasa", "gemma_nasa_s12"), tag="gemma ")
+    for seed in (1, 2):  # (the seed-0 run kept no per-question predictions)
+        paired_claims("gemma_nasa_s12", ("nasa", seed), ("random", seed))
 
 
 def across_seeds(method: str, model: str = SMOL, runs: tuple[str, ...] = ("s0", "s12"), dataset: str = "lookup-d1-test",

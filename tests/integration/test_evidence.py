@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INDEX = ROOT / "figures" / "data" / "index.csv"
 # The docs pages that report measurements: each has one ``## Findings`` section (to the next ``## `` heading); the
 # rest of a page describes methods, and its ``## Cost`` sections are benchmark output (``benchmarks/``).
-FINDINGS_PAGES = ("docs/nas.md", "docs/causal.md", "docs/mechanism.md", "docs/debias.md", "docs/study.md")
+FINDINGS_PAGES = ("docs/nas.md", "docs/causal.md", "docs/mechanism.md", "docs/finetuning.md", "docs/debias.md", "docs/study.md")
 DOCS = {"README.md": ("## What it found", "\n## "), "docs/results.md": (None, None),
         **{p: ("\n## Findings", "\n## ") for p in FINDINGS_PAGES}}
 
