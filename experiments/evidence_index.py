@@ -302,6 +302,9 @@ SWEEPS = {
                         ("nas", "dla_via_no", "dla_total", "other_effect"), f"{_DLA} --other {SWEEP}"),
     "all": sweep_entry("sweep_smollm2_strategyqa-test64_zero_all", f"{_Q} --limit 64 --mode zero --positions all --no-png",
                        ("nas", "dla_via_no", "dla_total", "other_effect"), f"{_DLA} --other {SWEEP}"),
+    "no-yes": sweep_entry("sweep_smollm2_strategyqa-test64_zero_after_no-yes",
+                          f"{_Q} --limit 64 --mode zero --positions after --format no-yes --no-png", ("nas", "other_effect"),
+                          f" --other {SWEEP}", nas=f"{D}/scans/smollm2-135m-instruct_strategyqa-test200_no-yes"),
     "gemma": sweep_entry("sweep_gemma3-270m_strategyqa-test200_zero_after",
                          f"--model gemma3-270m {_Q} --limit 200 --mode zero --positions after --no-png",
                          ("nas", "dla_via_no", "dla_total"), f" --dla {GEMMA_DLA}", nas=GEMMA_SCAN),
@@ -566,6 +569,27 @@ def study_claims() -> None:
     claim("study: train questions scanned", f, STUDY_RUN, "n", "rank == 1", "value", "{:.0f}")
 
 
+def order_sweep_claims() -> None:
+    """The order control's sweep (issue #20 item 4): every head zero-ablated alone on the suffix with "No or Yes",
+    beside the same head with "Yes or No" (``other_effect``, on the questions both samples hold): the top-NAS heads
+    and the heads that lean to "No" in both orders."""
+    folder, _, scores, _ = SWEEPS["no-yes"]
+    f = f"{folder}/sweep_vs_scores.csv"
+    for layer, head in ((16, 0), (1, 2), (16, 3), (14, 4), (13, 7), (13, 6)):
+        q = f"layer == {layer} and head == {head}"
+        for col in ("effect_shared", "other_effect"):
+            claim(f"sweep no-yes: {layer}.{head} {col}", f, scores, col, q, "value", "{:+.2f}")
+        claim(f"sweep no-yes: {layer}.{head} effect rank", f, scores, "rank_effect", q, "value", "{:.0f}")
+        claim(f"sweep no-yes: {layer}.{head} NAS (no-yes)", f, scores, "nas_mean", q, "value", "{:+.1f}")
+    claim("sweep no-yes: heads whose effect changes sign", f, scores, "layer",
+          "effect_shared * other_effect < 0 and (effect_shared.abs() > 0.05 or other_effect.abs() > 0.05)", "count", "{:.0f}")
+    for r in (4, 5):
+        claim(f"sweep no-yes: rank {r} head", f, scores, "", f"rank_effect == {r}", "head", "head")
+        claim(f"sweep no-yes: rank {r} effect", f, scores, "effect_mean", f"rank_effect == {r}", "value", "{:+.2f}")
+    for r in range(1, 6):
+        claim(f"sweep no-yes: rank {r} yes-no effect", f, scores, "other_effect", f"rank_effect == {r}", "value", "{:+.2f}")
+
+
 def build() -> None:
     for m in (SMOL, GEMMA):
         bias_claims(m, SQA)
@@ -599,6 +623,7 @@ def build() -> None:
     steps150_claims()
     gemma_extra_claims()
     whole_prompt_claims()
+    order_sweep_claims()
     dataset_claims()
     study_claims()
     claim("make results: minutes", f"{D}/runtimes.csv", TABLES, "minutes", "", "sum", "{:.0f}")
