@@ -19,7 +19,7 @@ D = "figures/data"
 SQA = "strategyqa-test200"
 LK = "lookup-d1-test200"
 SMOL, GEMMA = "smollm2-135m-instruct", "gemma3-270m"
-SCAN = "python experiments/model_scan.py --threads 1 --model {m} --data {d} --split test --limit 200{f} --out figures/data/scans/{m}_{n}_{fmt}"
+SCAN = "python experiments/model_scan.py --threads 1 --model {m} --data {d} --split test --limit 200{f} --out {out}"
 TABLES = "python experiments/evidence_tables.py"
 _B = 'python experiments/debias_lookup.py --threads 1 --steps 10 --extra ""'
 DEBIAS = {"s0": f"{_B} --seeds 0 --lambdas 0 --out figures/data/debias_smollm2_lookup_s0",
@@ -58,7 +58,8 @@ CROSS_SETS = ("lookup-d1-test", "strategyqa-test", "boolq-test", "gsm8k-verify-t
 def scan(m: str, n: str, fmt: str = "yes-no") -> tuple[str, str]:
     d = {"strategyqa-test200": "strategyqa", "lookup-d1-test200": "lookup:d1"}[n]
     f = "" if fmt == "yes-no" else f" --format {fmt}"
-    return f"{D}/scans/{m}_{n}_{fmt}", SCAN.format(m=m, d=d, f=f, n=n, fmt=fmt)
+    out = f"{D}/scans/{m}_{n}_{fmt}"
+    return out, SCAN.format(m=m, d=d, f=f, out=out)
 
 
 CLAIMS: list[dict] = []
@@ -327,16 +328,15 @@ def null_claims(mode: str = "zero") -> None:
     claim(f"{tag}: test questions", f"{folder}/null.csv", cmd, "n", "k == 1 and set == 'nas'", "value", "{:.0f}")
     for k in (1, 2, 4, 8, 16):
         q = f"k == {k}"
-        for col, fmt in (("nas_yes_rate_delta", "{:+.3f}"), ("random_yes_rate_delta_mean", "{:+.3f}"),
-                         ("random_yes_rate_delta_hi", "{:+.3f}"), ("nas_mean_effect", "{:+.3f}")):
-            claim(f"{tag} k={k}: {col}", f, cmd, col, q, "value", fmt)
+        for col in ("nas_yes_rate_delta", "random_yes_rate_delta_mean", "random_yes_rate_delta_lo",
+                    "random_yes_rate_delta_hi", "nas_mean_effect", "random_mean_effect_mean", "random_mean_effect_lo",
+                    "random_mean_effect_hi"):
+            claim(f"{tag} k={k}: {col}", f, cmd, col, q, "value", "{:+.3f}")
         sets = f"k == {k} and set == 'nas' ;; k == {k} and set != 'nas'"
         for col in ("yes_rate_delta", "mean_effect"):
             claim(f"{tag} k={k}: p_{col}", f"{folder}/null.csv", cmd, col, sets, "null_p", "{:.3f}")
-        if mode == "gemma":  # a model that says "Yes" to everything: the logit difference, both directions
-            for col in ("random_mean_effect_mean", "random_mean_effect_lo", "random_mean_effect_hi"):
-                claim(f"{tag} k={k}: {col}", f, cmd, col, q, "value", "{:+.3f}")
-            claim(f"{tag} k={k}: p_le_mean_effect", f"{folder}/null.csv", cmd, "mean_effect", sets, "null_p_le", "{:.3f}")
+        # towards "No" as well: what matters on a model that already says "Yes" to everything
+        claim(f"{tag} k={k}: p_le_mean_effect", f"{folder}/null.csv", cmd, "mean_effect", sets, "null_p_le", "{:.3f}")
 
 
 def sweep_claims() -> None:
@@ -351,16 +351,15 @@ def sweep_claims() -> None:
         claim(f"sweep {name}: heads", f"{folder}/effects.csv", run, "layer", "", "count", "{:.0f}")
         claim(f"sweep {name}: questions", f"{folder}/effects.csv", run, "n", "layer == 0 and head == 0", "value", "{:.0f}")
         f = f"{folder}/sweep_vs_scores.csv"
+        fmt = "{:+.4f}" if name.endswith("mean") else "{:+.2f}"  # mean-ablation effects are small
         for r in (1, 2, 3):
             claim(f"sweep {name}: rank {r} head", f, scores, "", f"rank_effect == {r}", "head", "head")
-            claim(f"sweep {name}: rank {r} effect", f, scores, "effect_mean", f"rank_effect == {r}", "value",
-                  "{:+.4f}" if name.endswith("mean") else "{:+.2f}")
+            claim(f"sweep {name}: rank {r} effect", f, scores, "effect_mean", f"rank_effect == {r}", "value", fmt)
         top = "layer == {} and head == {}".format(*SWEEP_TOP_NAS.get(name, (16, 0)))
         claim(f"sweep {name}: NAS rank 1 head's effect rank", f, scores, "rank_effect", top, "value", "{:.0f}")
-        claim(f"sweep {name}: NAS rank 1 head's effect", f, scores, "effect_mean", top, "value",
-              "{:+.4f}" if name.endswith("mean") else "{:+.2f}")
-        claim(f"sweep {name}: largest effect", f, scores, "effect_mean", "", "max", "{:+.4f}" if name.endswith("mean") else "{:+.2f}")
-        claim(f"sweep {name}: most negative effect", f, scores, "effect_mean", "", "min", "{:+.4f}" if name.endswith("mean") else "{:+.2f}")
+        claim(f"sweep {name}: NAS rank 1 head's effect", f, scores, "effect_mean", top, "value", fmt)
+        claim(f"sweep {name}: largest effect", f, scores, "effect_mean", "", "max", fmt)
+        claim(f"sweep {name}: most negative effect", f, scores, "effect_mean", "", "min", fmt)
         f = f"{folder}/scores_by_example.csv.gz"
         claim(f"sweep {name}: questions shared with the scores", f, scores, "id", "", "nunique", "{:.0f}")
         for score in score_names:
@@ -369,13 +368,18 @@ def sweep_claims() -> None:
 
 
 COND = f"{D}/scans/conditions"
-COND_SCANS = {  # the NAS scans of docs/nas.md beyond the default one: condition -> the command that wrote it
-    "strategyqa-test200_yes-no_last": SCAN.format(m=SMOL, d="strategyqa", f=" --positions last", n=SQA, fmt="yes-no")
-    .replace("figures/data/scans/", "figures/data/scans/conditions/") + "_last",
-    "gsm8k-verify-test200_yes-no": SCAN.format(m=SMOL, d="gsm8k-verify", f="", n="gsm8k-verify-test200", fmt="yes-no")
-    .replace("figures/data/scans/", "figures/data/scans/conditions/"),
-    "strategyqa-test200_true-false": SCAN.format(m=SMOL, d="strategyqa", f=" --format true-false", n=SQA, fmt="true-false")
-    .replace("figures/data/scans/", "figures/data/scans/conditions/"),
+
+
+def cond_scan(cond: str, data: str, flags: str = "") -> tuple[str, str]:
+    """``(folder, command)`` of a docs/nas.md scan of SmolLM2 beyond the default one (``scans/conditions/``)."""
+    out = f"{COND}/{SMOL}_{cond}"
+    return out, SCAN.format(m=SMOL, d=data, f=flags, out=out)
+
+
+COND_SCANS = {  # condition -> (folder, the command that wrote it)
+    "strategyqa-test200_yes-no_last": cond_scan("strategyqa-test200_yes-no_last", "strategyqa", " --positions last"),
+    "gsm8k-verify-test200_yes-no": cond_scan("gsm8k-verify-test200_yes-no", "gsm8k-verify"),
+    "strategyqa-test200_true-false": cond_scan("strategyqa-test200_true-false", "strategyqa", " --format true-false"),
 }
 
 
@@ -383,8 +387,8 @@ def nas_page_claims() -> None:
     """docs/nas.md's findings: the top-10 NAS heads of SmolLM2 on 200 StrategyQA test questions (after the
     candidates and at the last position), and how the ranking moves with the data and the candidate words."""
     folder, cmd = scan(SMOL, SQA)
-    for tag, f, c in (("after", f"{folder}/nas.csv", cmd),
-                      ("last", f"{COND}/{SMOL}_strategyqa-test200_yes-no_last/nas.csv", COND_SCANS["strategyqa-test200_yes-no_last"])):
+    last, last_cmd = COND_SCANS["strategyqa-test200_yes-no_last"]
+    for tag, f, c in (("after", f"{folder}/nas.csv", cmd), ("last", f"{last}/nas.csv", last_cmd)):
         claim(f"nas page {tag}: questions", f, c, "n", "rank == 1", "value", "{:.0f}")
         claim(f"nas page {tag}: largest stderr", f, c, "nas_stderr", "", "max", "{:.2f}")
         for r in range(1, 11):
@@ -400,13 +404,12 @@ def nas_page_claims() -> None:
         claim(f"nas page: top-10 shared, default and {cond}", f, TABLES, "layer",
               f"`rank_strategyqa-test200_yes-no` <= 10 and `rank_{cond}` <= 10", "count", "{:.0f}")
     for cond in ("gsm8k-verify-test200_yes-no", "strategyqa-test200_true-false"):
-        c = COND_SCANS[cond]
-        pf = f"{COND}/{SMOL}_{cond}/predictions.csv"
+        folder, c = COND_SCANS[cond]
         for k in ("yes_rate", "auroc"):
             for stat in ("metric", "metric_lo", "metric_hi"):
-                claim(f"nas page {cond}: {k} ({stat})", pf, c, k, "", stat, "{:.3f}")
-        claim(f"nas page {cond}: rank 1 head", f"{COND}/{SMOL}_{cond}/nas.csv", c, "", "rank == 1", "head", "head")
-        claim(f"nas page {cond}: rank 1 mean NAS", f"{COND}/{SMOL}_{cond}/nas.csv", c, "nas_mean", "rank == 1", "value", "{:.2f}")
+                claim(f"nas page {cond}: {k} ({stat})", f"{folder}/predictions.csv", c, k, "", stat, "{:.3f}")
+        claim(f"nas page {cond}: rank 1 head", f"{folder}/nas.csv", c, "", "rank == 1", "head", "head")
+        claim(f"nas page {cond}: rank 1 mean NAS", f"{folder}/nas.csv", c, "nas_mean", "rank == 1", "value", "{:.2f}")
 
 
 def docs_mechanism_causal_claims() -> None:
@@ -482,12 +485,6 @@ def docs_mechanism_causal_claims() -> None:
         claim(f"sweep mean NAS rank {r}: effect", ms, msc, "effect_mean", q, "value", "{:+.3f}")
         claim(f"sweep mean NAS rank {r}: effect stderr", ms, msc, "effect_stderr", q, "value", "{:.3f}")
         claim(f"sweep mean NAS rank {r}: effect rank", ms, msc, "rank_effect", q, "value", "{:.0f}")
-    for mode in ("zero", "mean"):
-        folder, cmd = NULL_RUNS[mode]
-        tag = "nulls" if mode == "zero" else f"nulls {mode}"
-        for k in (1, 2, 4, 8, 16):
-            claim(f"{tag} k={k}: random_yes_rate_delta_lo", f"{folder}/null_summary.csv", cmd, "random_yes_rate_delta_lo",
-                  f"k == {k}", "value", "{:+.3f}")
 
 
 def whole_prompt_claims() -> None:
