@@ -126,6 +126,11 @@ def _ece(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
     return float(err)
 
 
+def predicted_yes(p_yes: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """The decision: "yes" where ``p_yes > threshold`` (ties go to "no"), as booleans."""
+    return np.asarray(p_yes, dtype=float) > threshold
+
+
 def bias_metrics(labels: Sequence[int] | np.ndarray, p_yes: Sequence[float] | np.ndarray, threshold: float = 0.5, logit_diff: np.ndarray | None = None) -> dict[str, float]:
     """Metrics with "yes" as the positive class.
 
@@ -136,7 +141,7 @@ def bias_metrics(labels: Sequence[int] | np.ndarray, p_yes: Sequence[float] | np
     p = np.asarray(p_yes, dtype=float)
     if y.shape != p.shape:
         raise ValueError(f"labels {y.shape} and p_yes {p.shape} differ in shape")
-    pred = (p > threshold).astype(int)
+    pred = predicted_yes(p, threshold).astype(int)
     tp = int(((pred == 1) & (y == 1)).sum())
     fp = int(((pred == 1) & (y == 0)).sum())
     fn = int(((pred == 0) & (y == 1)).sum())
@@ -221,7 +226,7 @@ def paired_difference(
     point, ma, mb = diff(np.arange(len(y)))
     rng = np.random.default_rng(seed)
     if metric in ("accuracy", "yes_rate"):  # means of per-question values: every resample at once, same draws
-        per_q = {"accuracy": lambda p, t: (p > t).astype(int) == y, "yes_rate": lambda p, t: p > t}[metric]
+        per_q = {"accuracy": lambda p, t: predicted_yes(p, t).astype(int) == y, "yes_rate": predicted_yes}[metric]
         idx = rng.integers(0, len(y), (n_boot, len(y)))
         boot = per_q(a, threshold_a)[idx].mean(axis=1) - per_q(b, threshold_b)[idx].mean(axis=1)
     else:
@@ -258,7 +263,7 @@ class EvalResult:
 
     @property
     def pred(self) -> np.ndarray:
-        return (self.p_yes > self.threshold).astype(int)
+        return predicted_yes(self.p_yes, self.threshold).astype(int)
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per example: ``id, label, p_yes, pred, logit_diff`` (label/pred as "yes"/"no")."""
