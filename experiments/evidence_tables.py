@@ -36,6 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "figures" / "data"
 
 
+def write_csv(frame: pd.DataFrame, target: Path, float_format: str | None = "%.6g") -> None:
+    """``frame`` to ``target`` through a temporary file and a rename: a killed run leaves the old table whole."""
+    from nasa_lens.io import atomic_path
+
+    with atomic_path(target) as tmp:
+        frame.to_csv(tmp, index=False, float_format=float_format)
+
+
 def per_example(folder: Path) -> tuple[list[str], np.ndarray, list[tuple[int, int]]]:
     long = pd.read_csv(folder / "nas_by_example.csv.gz", dtype={"id": str})
     wide = long.pivot_table(index="id", columns=["layer", "head"], values="nas", sort=True)
@@ -71,7 +79,7 @@ def order_tables(model: str, data: str, n_boot: int = 1000) -> dict:
         strength = frame[["nas_yes_no", "nas_no_yes"]].abs().min(axis=1).where(frame.kind == k)
         frame[f"{k.replace('-', '_')}_rank"] = strength.rank(ascending=False, method="first")
     frame = frame.sort_values("rank_yes_no").reset_index(drop=True)
-    frame.to_csv(DATA / f"nas_order_{model}_{data}.csv", index=False, float_format="%.6g")
+    write_csv(frame, DATA / f"nas_order_{model}_{data}.csv")
     rng = np.random.default_rng(0)
     pear, spear = [], []
     for _ in range(n_boot):
@@ -105,7 +113,7 @@ def nas_conditions(model: str) -> pd.DataFrame | None:
         nas = nas.rename(columns={"nas_mean": f"nas_{cond}", "rank": f"rank_{cond}"})
         frame = nas if frame is None else frame.merge(nas, on=["layer", "head"], how="outer", validate="one_to_one")
     frame = frame.sort_values(["layer", "head"]).reset_index(drop=True)
-    frame.to_csv(DATA / f"nas_conditions_{model}.csv", index=False, float_format="%.6g")
+    write_csv(frame, DATA / f"nas_conditions_{model}.csv")
     return frame
 
 
@@ -154,7 +162,7 @@ def comparison() -> pd.DataFrame | None:
     ``run``: the run's folder name)."""
     frame = runs_combined("comparison.csv")
     if frame is not None:
-        frame.to_csv(DATA / "comparison.csv", index=False, float_format="%.6g")
+        write_csv(frame, DATA / "comparison.csv")
     return frame
 
 
@@ -179,7 +187,7 @@ def runtimes() -> pd.DataFrame:
         rows.append({"folder": str(p.parent.relative_to(DATA)), "command": r.get("command", ""),
                      "minutes": round(float(r.get("seconds", 0)) / 60, 2)})
     frame = pd.DataFrame(rows)
-    frame.to_csv(DATA / "runtimes.csv", index=False)
+    write_csv(frame, DATA / "runtimes.csv", float_format=None)
     return frame
 
 
@@ -217,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
         if (DATA / "scans" / f"{model}_{data}_yes-no").is_dir():
             rows.append(order_tables(model, data))
     if rows:
-        pd.DataFrame(rows).to_csv(DATA / "nas_order_summary.csv", index=False, float_format="%.6g")
+        write_csv(pd.DataFrame(rows), DATA / "nas_order_summary.csv")
         print(pd.DataFrame(rows).to_string(index=False))
     for model in sorted({f.name.split("_")[0] for f in (DATA / "scans").glob("*_yes-no")}):
         nas_conditions(model)
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     if comp is not None:
         print(comp[["model", "seed", "method", "n", "accuracy", "yes_rate", "auroc", "pr_gap"]].to_string(index=False))
     frame = side_by_side()
-    frame.to_csv(DATA / "models_side_by_side.csv", index=False, float_format="%.6g")
+    write_csv(frame, DATA / "models_side_by_side.csv")
     print(frame.drop(columns=[c for c in frame.columns if c.endswith(("_lo", "_hi"))]).to_string(index=False))
     from nasa_lens.plots import save_figure
 
